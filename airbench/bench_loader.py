@@ -1,0 +1,50 @@
+"""Benchmark (not a test): images/second of augmented training epochs from CifarLoader.
+
+python -m airbench.bench_loader [--data-dir DIR] [--epochs 10] [--translate 2] [--cutout 0] [--flip alternating]
+Times whole epochs (normalize, flip, translate, cutout, shuffle, slicing every batch) with CUDA events
+after one untimed warm-up epoch. On a machine without a GPU it runs on the CPU and says so.
+"""
+import argparse
+
+import torch
+
+from airbench.errors import install_excepthook
+from airbench.loader import CifarLoader, load_data
+from airbench.table import Timer
+
+
+def time_epochs(loader, epochs):
+    for _ in loader:  # warm-up epoch: allocator, kernels
+        pass
+    timer = Timer(loader.device)
+    with timer:
+        for _ in range(epochs):
+            for inputs, labels in loader:
+                pass
+    return timer.seconds
+
+
+def main():
+    install_excepthook()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--data-dir', default=None)
+    parser.add_argument('--epochs', type=int, default=10)
+    parser.add_argument('--batch-size', type=int, default=1024)
+    parser.add_argument('--flip', default='alternating')
+    parser.add_argument('--translate', type=int, default=2)
+    parser.add_argument('--cutout', type=int, default=0)
+    args = parser.parse_args()
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    args.subset = 0
+    images, labels = load_data(args)['train']
+    loader = CifarLoader(images, labels, args.batch_size, device, train=True, flip=args.flip,
+                         translate=args.translate, cutout=args.cutout)
+    seconds = time_epochs(loader, args.epochs)
+    name = torch.cuda.get_device_name() if device == 'cuda' else 'CPU (no GPU found)'
+    images_seen = args.epochs * len(loader) * args.batch_size
+    print(f'{name}: {images_seen / seconds:,.0f} images/s over {args.epochs} epochs '
+          f'(flip {args.flip}, translate {args.translate}, cutout {args.cutout}, batch {args.batch_size})')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,162 @@
+"""Finding, checking and caching CIFAR-10 as one compact uint8 file.
+
+Sources, in order: `--data-dir` (or the CIFAR10_DIR environment variable) holding the official binary
+layout (`cifar-10-batches-bin/`), torchvision's python layout (`cifar-10-batches-py/`) or a cache file
+written here (`cifar10_uint8.pt`); otherwise a torchvision download into the cache directory
+(CIFAR10_CACHE, default ~/.cache/cifar10-ladder). Whatever the source, the decoded arrays are cached
+once, so later starts only read 184 MB of uint8 and take well under a second.
+"""
+import hashlib
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from airbench.errors import UserError
+
+CACHE_NAME = 'cifar10_uint8.pt'
+CACHE_FORMAT = 'cifar10-uint8-v1'
+TRAIN_FILES = [f'data_batch_{i}' for i in range(1, 6)]
+TEST_FILE = 'test_batch'
+IMAGES_PER_FILE = 10_000
+RECORD_BYTES = 1 + 3 * 32 * 32  # binary layout: one label byte, then the red, green and blue planes
+FIX_HINT = ('put the official CIFAR-10 binary version (cifar-10-batches-bin/) or python version '
+            '(cifar-10-batches-py/) in a folder and pass --data-dir FOLDER or set CIFAR10_DIR')
+
+
+def default_cache_dir():
+    return Path(os.environ.get('CIFAR10_CACHE', Path.home() / '.cache' / 'cifar10-ladder'))
+
+
+def load_cifar10(data_dir=None, cache_dir=None, quiet=False):
+    """Returns {'train': (images, labels), 'test': (images, labels)}: uint8 [N,32,32,3], int64 [N]."""
+    data_dir = data_dir or os.environ.get('CIFAR10_DIR')
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    if data_dir:
+        return load_from_dir(Path(data_dir).expanduser(), cache_dir)
+    cache_file = cache_dir / CACHE_NAME
+    if not cache_file.exists():
+        download_cifar10(cache_dir, quiet)
+    return read_cache(cache_file)
+
+
+def load_from_dir(data_dir, cache_dir):
+    if data_dir.is_file() and data_dir.name.endswith('.pt'):
+        return read_cache(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f'--data-dir {data_dir} does not exist: {FIX_HINT}')
+    if (data_dir / CACHE_NAME).exists():
+        return read_cache(data_dir / CACHE_NAME)
+    for layout, read_file in [('cifar-10-batches-bin', read_binary_file), ('cifar-10-batches-py', read_python_file)]:
+        folder = data_dir / layout if (data_dir / layout).is_dir() else data_dir
+        suffix = '.bin' if layout.endswith('bin') else ''
+        if (folder / (TEST_FILE + suffix)).exists() or (folder / (TRAIN_FILES[0] + suffix)).exists():
+            cache_file = cache_dir / f'cifar10-{fingerprint(folder)}.pt'
+            if not cache_file.exists():
+                write_cache(convert_folder(folder, suffix, read_file), cache_file)
+            return read_cache(cache_file)
+    raise UserError(f'{data_dir} holds neither cifar-10-batches-bin/ nor cifar-10-batches-py/: {FIX_HINT}')
+
+
+def fingerprint(folder):
+    """Names, sizes and modification times of the source files: a changed file gets a new cache."""
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
+    return hashlib.sha256(repr((str(folder.resolve()), stats)).encode()).hexdigest()[:16]
+
+
+def convert_folder(folder, suffix, read_file):
+    parts = {}
+    for split, names in [('train', TRAIN_FILES), ('test', [TEST_FILE])]:
+        files = [folder / (name + suffix) for name in names]
+        missing = [p.name for p in files if not p.exists()]
+        if missing:
+            raise UserError(f'{folder} lacks {", ".join(missing)}: expected all of '
+                            f'{", ".join(n + suffix for n in TRAIN_FILES + [TEST_FILE])}; {FIX_HINT}')
+        images, labels = zip(*[read_file(p) for p in files])
+        parts[split] = (np.concatenate(images), np.concatenate(labels))
+    return parts
+
+
+def read_binary_file(path):
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size != IMAGES_PER_FILE * RECORD_BYTES:
+        raise UserError(f'{path} has {raw.size:,} bytes, expected {IMAGES_PER_FILE * RECORD_BYTES:,} '
+                        f'({IMAGES_PER_FILE:,} records of {RECORD_BYTES} bytes): the file is truncated or '
+                        f'not CIFAR-10; copy it again from the official archive')
+    records = raw.reshape(IMAGES_PER_FILE, RECORD_BYTES)
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return check_labels(path, images, records[:, 0])
+
+
+def read_python_file(path):
+    try:
+        with open(path, 'rb') as f:
+            batch = pickle.load(f, encoding='bytes')
+        data, labels = np.asarray(batch[b'data'], dtype=np.uint8), np.asarray(batch[b'labels'])
+    except Exception as exc:
+        raise UserError(f'{path} is not a CIFAR-10 python batch ({type(exc).__name__}): '
+                        f'copy it again from the official archive') from None
+    if data.shape != (IMAGES_PER_FILE, 3 * 32 * 32) or labels.shape != (IMAGES_PER_FILE,):
+        raise UserError(f'{path} holds {data.shape[0]:,} images of shape {data.shape[1:]}, expected '
+                        f'{IMAGES_PER_FILE:,} of 3072 pixels: the file is truncated or not CIFAR-10')
+    return check_labels(path, data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
+
+
+def check_labels(path, images, labels):
+    if labels.min() < 0 or labels.max() > 9:
+        raise UserError(f'{path} has labels outside 0..9 (found {labels.min()}..{labels.max()}): the file is '
+                        f'corrupt or not CIFAR-10; copy it again from the official archive')
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def write_cache(parts, cache_file):
+    """Writes to a temporary file first, so a failed conversion never leaves a half-written cache."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    payload = {'format': CACHE_FORMAT}
+    for split, (images, labels) in parts.items():
+        payload[split] = {'images': torch.from_numpy(images), 'labels': torch.from_numpy(labels)}
+    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix='.partial-', suffix='.pt')
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, cache_file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_cache(cache_file):
+    try:
+        payload = torch.load(cache_file, map_location='cpu', weights_only=True, mmap=True)
+        if payload['format'] != CACHE_FORMAT:
+            raise ValueError(payload['format'])
+        parts = {s: (payload[s]['images'], payload[s]['labels']) for s in ('train', 'test')}
+    except Exception:
+        raise UserError(f'{cache_file} is not a readable CIFAR-10 cache of this project: delete it and '
+                        f'run again (it is rebuilt from the source data)') from None
+    for split, (images, labels) in parts.items():
+        if images.dtype != torch.uint8 or images.shape[1:] != (32, 32, 3) or len(labels) != len(images):
+            raise UserError(f'{cache_file} has a malformed {split} split: delete it and run again')
+    return parts
+
+
+def download_cifar10(cache_dir, quiet=False):
+    """Downloads with torchvision into a scratch folder that is removed whatever happens."""
+    import torchvision
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix='.download-'))
+    try:
+        if not quiet:
+            print(f'downloading CIFAR-10 with torchvision; caching it in {cache_dir / CACHE_NAME}')
+        try:
+            torchvision.datasets.CIFAR10(scratch, download=True)
+        except Exception as exc:
+            raise UserError(f'could not download CIFAR-10 ({type(exc).__name__}: {exc}); without internet, '
+                            f'{FIX_HINT}') from None
+        write_cache(convert_folder(scratch / 'cifar-10-batches-py', '', read_python_file), cache_dir / CACHE_NAME)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

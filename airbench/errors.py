@@ -1,0 +1,21 @@
+"""One exception type for mistakes a user can fix (bad flags, bad data, bad files).
+
+Scripts print such an error as one line, `error: <message>`, and exit with status 1, instead of a
+traceback: `airbench.flags.parse_flags` installs the hook that does this.
+"""
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input. The message says what was expected and how to fix it."""
+
+
+def _print_user_error(exc_type, exc, tb, _default=sys.excepthook):
+    if issubclass(exc_type, UserError):
+        print(f"error: {exc}", file=sys.stderr)
+        return
+    _default(exc_type, exc, tb)
+
+
+def install_excepthook():
+    sys.excepthook = _print_user_error

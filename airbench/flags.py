@@ -1,0 +1,114 @@
+"""Command-line flags: every leaf of a script's `hyp` dict, plus the run-control flags every script shares.
+
+`--lr 11.5` overrides hyp['opt']['lr']; booleans take `--name`, `--no-name` or `--name=false`. An unknown
+flag or a value of the wrong type is an error (as in nanoGPT's configurator), never silently ignored.
+No config files: the hyp dict plus flags is the only configuration.
+"""
+import argparse
+import copy
+import json
+import os
+
+import torch
+
+from airbench.errors import UserError, install_excepthook
+
+# Run control: name -> (default, help). Types come from the defaults; None defaults are strings.
+RUN_FLAGS = {
+    'runs': (1, 'number of timed runs (seeds) to do after the warm-up run'),
+    'seed': (0, 'seed of the first run; run r of a trial uses seed + r'),
+    'data_dir': (None, 'folder with CIFAR-10 (binary or python layout, or a cache); default $CIFAR10_DIR'),
+    'device': ('auto', "'cuda', 'cpu' or 'auto' (cuda when available)"),
+    'out': ('results', 'folder of the JSONL results logs'),
+    'variant': (None, "name of this configuration's log (default: full, ternary or ternary-kd)"),
+    'force': (False, 'append to a log that holds a different configuration'),
+    'shard': (None, "K/N: do the K-th of N slices of the seeds (cluster job arrays)"),
+    'gpus': (None, "'all' or a list like 0,1: one process per GPU, all writing to one log"),
+    'subset': (0, 'use only the first N training and test images (0: all); for quick CPU checks'),
+    'warmup': (True, 'do the untimed warm-up run (compilation, cudnn autotuning) first'),
+    'ternary': (False, 'BitNet b1.58 ternary weights for convs and linears (see ternary/)'),
+    'ternary_acts': (0, '8: also quantize activations to 8-bit absmax; 0: off'),
+    'ternary_per_channel': (False, 'one weight scale per output channel instead of per tensor'),
+    'ternary_keep_first': (True, 'keep the first conv in full precision'),
+    'ternary_keep_last': (False, 'keep the classifier in full precision'),
+    'teacher': (None, 'distil from this saved full-precision model of the same script'),
+    'kd_alpha': (0.5, 'weight of the distillation term'),
+    'kd_temperature': (4.0, 'softmax temperature of the distillation term'),
+    'save_model': (None, 'write the last trained model to this path'),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f'{message} (see --help for the flags)')
+
+
+def parse_bool(text):
+    if text.lower() in ('1', 'true', 'yes', 'on'):
+        return True
+    if text.lower() in ('0', 'false', 'no', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def flag_leaves(hyp, path=()):
+    """(path, value) for every leaf of a nested dict."""
+    for key, value in hyp.items():
+        if isinstance(value, dict):
+            yield from flag_leaves(value, path + (key,))
+        else:
+            yield path + (key,), value
+
+
+def add_flag(parser, name, default, help_text):
+    flag = '--' + name.replace('_', '-')
+    if isinstance(default, bool):
+        parser.add_argument(flag, dest=name, nargs='?', const=True, default=default, type=parse_bool,
+                            help=f'{help_text} (default {default})')
+        parser.add_argument('--no-' + name.replace('_', '-'), dest=name, action='store_false', help=argparse.SUPPRESS)
+    else:
+        kind = str if default is None else float if isinstance(default, float) else type(default)
+        parser.add_argument(flag, dest=name, default=default, type=kind, help=f'{help_text} (default {default})')
+
+
+def build_parser(hyp, description=None):
+    parser = _Parser(description=description, allow_abbrev=False)
+    names = set(RUN_FLAGS)
+    for path, value in flag_leaves(hyp):
+        if path[-1] in names:
+            raise ValueError(f'hyp leaf name {path[-1]!r} is not unique: every leaf must be its own flag')
+        names.add(path[-1])
+        add_flag(parser, path[-1], value, 'hyp: ' + '.'.join(path))
+    for name, (default, help_text) in RUN_FLAGS.items():
+        add_flag(parser, name, default, help_text)
+    return parser
+
+
+def resolve_device(name):
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device cuda was asked for but no CUDA GPU is visible: use --device cpu (slow) '
+                        'or run on a machine with a GPU')
+    if name not in ('cuda', 'cpu'):
+        raise UserError(f"--device must be 'cuda', 'cpu' or 'auto', got '{name}'")
+    return name
+
+
+def parse_flags(hyp, argv=None, description=None):
+    """Returns (resolved copy of hyp, args) and prints both, so every log starts with its configuration.
+    Also makes UserErrors print as one line from here on."""
+    install_excepthook()
+    args = build_parser(hyp, description).parse_args(argv)
+    resolved = copy.deepcopy(hyp)
+    for path, _ in flag_leaves(hyp):
+        node = resolved
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = getattr(args, path[-1])
+        delattr(args, path[-1])
+    args.device = resolve_device(args.device)
+    args.data_dir = args.data_dir or os.environ.get('CIFAR10_DIR')
+    print('hyp: ' + json.dumps(resolved))
+    print('run: ' + json.dumps(vars(args)))
+    return resolved, args

@@ -1,0 +1,65 @@
+"""The per-epoch table every script prints, and the CUDA-event timer it reports.
+
+Columns: run | epoch | train_loss | train_acc | val_acc | tta_val_acc | time_seconds. Rows come from an
+explicit dict; a missing entry prints blank.
+"""
+import time
+
+import torch
+
+COLUMNS = ['run', 'epoch', 'train_loss', 'train_acc', 'val_acc', 'tta_val_acc', 'time_seconds']
+WIDTH = 12
+
+
+def format_cell(value):
+    if isinstance(value, float):
+        return f'{value:.4f}'
+    return '' if value is None else str(value)
+
+
+def print_table_header():
+    print('| ' + ' | '.join(name.center(WIDTH) for name in COLUMNS) + ' |')
+    print('|' + '|'.join('-' * (WIDTH + 2) for _ in COLUMNS) + '|')
+
+
+def print_table_row(row):
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f'not table columns: {sorted(unknown)}')
+    print('| ' + ' | '.join(format_cell(row.get(name)).rjust(WIDTH) for name in COLUMNS) + ' |', flush=True)
+
+
+class Timer:
+    """Accumulates the seconds spent inside `with timer:` blocks. On CUDA it records events and
+    synchronizes at each stop, so queued GPU work is counted in the block that issued it; on the CPU it
+    reads the wall clock."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == 'cuda'
+        self.seconds = 0.0
+
+    def __enter__(self):
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            torch.cuda.synchronize()
+            self.seconds += 1e-3 * self.start.elapsed_time(end)
+        else:
+            self.seconds += time.perf_counter() - self.start
+
+
+def reset_peak_memory(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_bytes(device):
+    return torch.cuda.max_memory_allocated() if torch.device(device).type == 'cuda' else None

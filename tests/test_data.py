@@ -1,0 +1,135 @@
+"""The loader finds, checks and caches CIFAR-10; every bad input gets its one-line error and no cache."""
+import os
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from airbench.data import CACHE_NAME, load_cifar10
+from airbench.errors import UserError
+from conftest import FILES, REAL_CIFAR, expected_split
+
+
+def assert_same(parts):
+    for split in ('train', 'test'):
+        images, labels = expected_split(split)
+        assert torch.equal(parts[split][0], torch.from_numpy(images))
+        assert torch.equal(parts[split][1], torch.from_numpy(labels))
+
+
+def cache_files(cache_dir):
+    return sorted(p.name for p in cache_dir.rglob('*') if p.is_file()) if cache_dir.exists() else []
+
+
+@pytest.mark.parametrize('layout', ['binary_cifar', 'python_cifar'])
+def test_returns_exact_pixels_and_labels_then_reads_the_cache(layout, cache_dir, request):
+    root = request.getfixturevalue(layout)
+    assert_same(load_cifar10(root))
+    assert len(cache_files(cache_dir)) == 1
+    assert_same(load_cifar10(root))  # second start: from the cache
+    assert len(cache_files(cache_dir)) == 1
+
+
+def test_layout_folder_itself_and_env_var_and_cache_file(binary_cifar, cache_dir, monkeypatch):
+    assert_same(load_cifar10(binary_cifar / 'cifar-10-batches-bin'))
+    monkeypatch.setenv('CIFAR10_DIR', str(binary_cifar))
+    assert_same(load_cifar10())
+    cache_file = next(cache_dir.glob('*.pt'))
+    assert_same(load_cifar10(cache_file))
+    os.rename(cache_file, cache_dir / CACHE_NAME)
+    assert_same(load_cifar10(cache_dir))  # a folder holding the project's cache file
+
+
+def copy_layout(src, dst, broken_name=None, broken_bytes=None):
+    """A binary-layout folder linking to the good synthetic files, with one file replaced."""
+    folder = dst / 'cifar-10-batches-bin'
+    folder.mkdir(parents=True)
+    for name in FILES:
+        if name == broken_name:
+            if broken_bytes is not None:
+                (folder / f'{name}.bin').write_bytes(broken_bytes)
+        else:
+            os.symlink(src / 'cifar-10-batches-bin' / f'{name}.bin', folder / f'{name}.bin')
+    return dst
+
+
+def good_bytes(binary_cifar, name='data_batch_1'):
+    return (binary_cifar / 'cifar-10-batches-bin' / f'{name}.bin').read_bytes()
+
+
+def bad_label_bytes(binary_cifar):
+    data = bytearray(good_bytes(binary_cifar))
+    data[3073 * 17] = 12  # the label byte of record 17
+    return bytes(data)
+
+
+@pytest.mark.parametrize('case, message', [
+    ('truncated', 'has 30,729,999 bytes, expected 30,730,000'),
+    ('labels', 'labels outside 0..9'),
+    ('missing_file', 'lacks data_batch_3.bin'),
+])
+def test_corrupt_binary_files(case, message, binary_cifar, cache_dir, tmp_path):
+    if case == 'truncated':
+        root = copy_layout(binary_cifar, tmp_path, 'data_batch_2', good_bytes(binary_cifar, 'data_batch_2')[:-1])
+    elif case == 'labels':
+        root = copy_layout(binary_cifar, tmp_path, 'data_batch_1', bad_label_bytes(binary_cifar))
+    else:
+        root = copy_layout(binary_cifar, tmp_path, 'data_batch_3')
+    with pytest.raises(UserError, match=message):
+        load_cifar10(root)
+    assert cache_files(cache_dir) == []
+
+
+def test_python_layout_wrong_count_and_garbage(python_cifar, cache_dir, tmp_path):
+    folder = tmp_path / 'cifar-10-batches-py'
+    folder.mkdir()
+    for name in FILES:
+        os.symlink(python_cifar / 'cifar-10-batches-py' / name, folder / name)
+    os.remove(folder / 'test_batch')
+    with open(folder / 'test_batch', 'wb') as f:
+        pickle.dump({b'data': np.zeros((9999, 3072), np.uint8), b'labels': [0] * 9999}, f)
+    with pytest.raises(UserError, match='holds 9,999 images'):
+        load_cifar10(tmp_path)
+    (folder / 'test_batch').write_bytes(b'not a pickle')
+    with pytest.raises(UserError, match='is not a CIFAR-10 python batch'):
+        load_cifar10(tmp_path)
+    assert cache_files(cache_dir) == []
+
+
+def test_missing_and_wrong_folders(cache_dir, tmp_path):
+    with pytest.raises(UserError, match='does not exist: put the official CIFAR-10'):
+        load_cifar10(tmp_path / 'nowhere')
+    (tmp_path / 'stuff.txt').write_text('hello')
+    with pytest.raises(UserError, match='holds neither cifar-10-batches-bin/ nor cifar-10-batches-py/'):
+        load_cifar10(tmp_path)
+
+
+def test_corrupt_cache_file(cache_dir, tmp_path):
+    bad = tmp_path / CACHE_NAME
+    bad.write_bytes(b'\x00' * 100)
+    with pytest.raises(UserError, match='not a readable CIFAR-10 cache'):
+        load_cifar10(tmp_path)
+
+
+def test_failed_download_leaves_nothing(cache_dir, monkeypatch):
+    # A closed local port answers at once, as a machine without internet does.
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, 'url', 'http://127.0.0.1:9/cifar-10-python.tar.gz')
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, 'mirrors', [], raising=False)
+    with pytest.raises(UserError, match='could not download CIFAR-10.*--data-dir'):
+        load_cifar10()
+    assert cache_files(cache_dir) == []
+
+
+@pytest.mark.skipif(not (REAL_CIFAR / 'cifar-10-batches-bin').is_dir(), reason=f'no real CIFAR-10 at {REAL_CIFAR}')
+def test_real_cifar10(cache_dir):
+    parts = load_cifar10(REAL_CIFAR)
+    (train_images, train_labels), (test_images, test_labels) = parts['train'], parts['test']
+    assert len(train_images) == 50_000 and len(test_images) == 10_000
+    assert torch.bincount(train_labels).tolist() == [5000] * 10
+    assert torch.bincount(test_labels).tolist() == [1000] * 10
+    means = train_images.float().mean(dim=(0, 1, 2)) / 255
+    assert torch.allclose(means, torch.tensor([0.4914, 0.4822, 0.4465]), atol=0.002)
+    assert train_labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
