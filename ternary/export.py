@@ -1,0 +1,211 @@
+"""Packed export of a trained ternary model: 2 bits per ternary weight in one file, loadable bit-exactly.
+
+File layout:
+
+    bytes 0..7     magic b'TERNPACK'
+    bytes 8..15    header length H, unsigned 64-bit little-endian
+    next H bytes   header, UTF-8 JSON: {'format': 'ternary-packed', 'version': 1, 'fingerprint': sha256 of the
+                   sorted state_dict names and shapes, 'payload_bytes': int, 'tensors': {state_dict key: entry}}
+    the rest       payload: each tensor's bytes at the [offset, nbytes] its entry names
+
+Every state_dict entry (parameters and buffers) has an entry with its shape and dtype. A ternary layer's weight
+is stored as 2-bit codes plus float32 scales ('encoding': 'ternary2'); everything else (layers kept in full
+precision, BatchNorm, running statistics) as its raw bytes in its own dtype ('encoding': 'raw').
+
+2-bit code layout. A weight [C_out, C_in, k_h, k_w] is flattened to rows [C_out, K], K = C_in·k_h·k_w in the
+order F.unfold uses, and each row is packed on its own, four codes per byte, the first in the lowest bits. A
+field is the code's 2-bit two's complement: 0 -> 00, 1 -> 01, -1 -> 11 (10 is never written). Rows are
+zero-padded to a multiple of 4 codes; a zero field is code 0, so padding adds nothing to a dot product.
+Worked example:
+
+    codes    [-1,  0,  1,  1]
+    fields   [11, 00, 01, 01]         in bits 1..0, 3..2, 5..4, 7..6
+    byte     0b01_01_00_11 = 0x53 = 83
+
+Decoding a field f: code = f - 2·(f & 2), so 3 -> -1, 1 -> 1, 0 -> 0.
+"""
+import hashlib
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from airbench.errors import UserError
+from ternary.distill import check_architecture
+from ternary.layers import TernaryLayer, check_convertible, is_quantizable, make_ternary, weight_quant
+from ternary.quant import dequantize
+
+MAGIC = b'TERNPACK'
+FORMAT, VERSION = 'ternary-packed', 1
+
+
+def pack_codes(codes):
+    """int8 codes [C_out, ...] in {-1, 0, 1} -> uint8 [C_out, ceil(K / 4)], the layout above."""
+    rows = codes.reshape(codes.shape[0], -1).to(torch.int32) & 3
+    rows = F.pad(rows, (0, -rows.shape[1] % 4))
+    fields = rows.view(rows.shape[0], -1, 4) << torch.arange(0, 8, 2, device=codes.device)
+    return fields.sum(dim=-1).to(torch.uint8)
+
+
+def unpack_codes(packed, k):
+    """uint8 [C_out, ceil(k / 4)] -> int8 codes [C_out, k]."""
+    fields = (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
+    codes = fields - 2 * (fields & 2)
+    return codes.reshape(packed.shape[0], -1)[:, :k].to(torch.int8)
+
+
+def unwrap(model):
+    return getattr(model, '_orig_mod', model)  # torch.compile's wrapper
+
+
+def ternary_weights(model):
+    return {f'{name}.weight'.lstrip('.'): m for name, m in model.named_modules() if isinstance(m, TernaryLayer)}
+
+
+def fingerprint(shapes):
+    return hashlib.sha256(json.dumps(sorted(shapes.items())).encode()).hexdigest()[:16]
+
+
+def append(payload, tensor):
+    """Appends the tensor's bytes to the payload bytearray; returns their [offset, nbytes]."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    payload += data
+    return [len(payload) - len(data), len(data)]
+
+
+def encode_state(model):
+    """(header entries, payload) for every state_dict entry of the model."""
+    layers, entries, payload = ternary_weights(model), {}, bytearray()
+    for key, tensor in model.state_dict().items():
+        entry = {'shape': list(tensor.shape), 'dtype': str(tensor.dtype).removeprefix('torch.')}
+        if key in layers:
+            # the forward pass's own quantizer (the Triton kernel on CUDA), so the codes are the ones it used
+            codes, scale = weight_quant(tensor, layers[key].per_channel)
+            entry.update(encoding='ternary2', per_channel=layers[key].per_channel, act_bits=layers[key].act_bits,
+                         codes=append(payload, pack_codes(codes)), scale=append(payload, scale.reshape(-1)))
+        else:
+            entry.update(encoding='raw', data=append(payload, tensor))
+        entries[key] = entry
+    return entries, payload
+
+
+def export_packed(model, path):
+    """Writes the model to `path` (atomically: a failed export leaves any old file intact); returns its size."""
+    entries, payload = encode_state(unwrap(model))
+    shapes = {key: entry['shape'] for key, entry in entries.items()}
+    header = json.dumps({'format': FORMAT, 'version': VERSION, 'fingerprint': fingerprint(shapes),
+                         'payload_bytes': len(payload), 'tensors': entries}).encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(MAGIC + struct.pack('<Q', len(header)) + header)
+            f.write(payload)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return os.path.getsize(path)
+
+
+def read_packed(path):
+    """(header, payload) of a complete packed file, else UserError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f'cannot read packed model {path}: {exc.strerror}') from None
+    if data[:len(MAGIC)] != MAGIC or len(data) < 16:
+        raise UserError(f'{path} is not a packed ternary model (written by ternary.export_packed)')
+    header_len = struct.unpack('<Q', data[8:16])[0]
+    try:
+        header = json.loads(data[16:16 + header_len])
+        complete = len(data) - 16 - header_len == header['payload_bytes']
+    except (ValueError, KeyError, TypeError):
+        complete = False
+    if not complete:
+        raise UserError(f'{path} is truncated or corrupt: export the model again')
+    if header.get('format') != FORMAT or header.get('version') != VERSION:
+        raise UserError(f"{path} is {header.get('format')} version {header.get('version')}; "
+                        f'this code reads {FORMAT} version {VERSION}')
+    return header, data[16 + header_len:]
+
+
+def decode_tensor(payload, span, dtype, shape):
+    offset, nbytes = span
+    # a bytearray copy: frombuffer shares memory and warns about read-only bytes; it rejects an empty buffer
+    raw = torch.frombuffer(bytearray(payload[offset:offset + nbytes]), dtype=torch.uint8) if nbytes else \
+        torch.empty(0, dtype=torch.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+def decode_entry(entry, payload):
+    """(tensor, ternary options or None) for one header entry."""
+    dtype, shape = getattr(torch, entry['dtype']), entry['shape']
+    if entry['encoding'] == 'raw':
+        return decode_tensor(payload, entry['data'], dtype, shape), None
+    codes = unpack_codes(decode_tensor(payload, entry['codes'], torch.uint8, [shape[0], -1]), math.prod(shape[1:]))
+    scale = decode_tensor(payload, entry['scale'], torch.float32, [-1] + [1] * (len(shape) - 1))
+    return dequantize(codes.view(shape), scale, dtype), (entry['per_channel'], entry['act_bits'])
+
+
+def decode_state(header, payload, path):
+    try:
+        return {key: decode_entry(entry, payload) for key, entry in header['tensors'].items()}
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):
+        raise UserError(f'{path} is corrupt (a tensor entry does not match its bytes): export it again') from None
+
+
+def check_ternary_layers(model, decoded, path):
+    """Ternary in the file must mean a conv or linear weight that can be ternary, and a ternary layer in the
+    model must be ternary in the file."""
+    for key, (_, options) in decoded.items():
+        name, _, leaf = key.rpartition('.')
+        module = model.get_submodule(name)
+        if options is not None and (leaf != 'weight' or not is_quantizable(module)):
+            raise UserError(f"{path} stores '{key}' as ternary, but it is not a conv or linear weight")
+        if options is not None and not isinstance(module, TernaryLayer):
+            check_convertible(module, name, options[1])
+    for key in ternary_weights(model):
+        if decoded[key][1] is None:
+            raise UserError(f"'{key}' is ternary in this model but full precision in {path}: make the model with "
+                            f'the same --ternary-keep-* flags, or with make_net alone')
+
+
+def load_packed(model, path):
+    """Loads a packed file into a freshly made model of the same architecture, in place, and returns it.
+
+    Layers stored ternary become ternary layers (with the stored per_channel and act_bits) that compute with
+    the stored W_q, so in eval mode the logits are bit-identical to the exported model's. The model is
+    checked against the file before anything in it changes."""
+    model = unwrap(model)
+    header, payload = read_packed(path)
+    decoded = decode_state(header, payload, path)
+    check_architecture({key: tensor for key, (tensor, _) in decoded.items()}, model, path)
+    check_ternary_layers(model, decoded, path)
+    # The latent weights become W_q too, so the state_dict of a loaded model is the model it computes.
+    model.load_state_dict({key: tensor for key, (tensor, _) in decoded.items()})
+    for key, (w_q, options) in decoded.items():
+        if options is not None:
+            name = key.rpartition('.')[0]
+            module = model.get_submodule(name)
+            if not isinstance(module, TernaryLayer):
+                make_ternary(module, name, *options)
+            module.per_channel, module.act_bits = options
+            module.frozen_weight = w_q.to(module.weight.device, module.weight.dtype)
+    return model
+
+
+def model_size_bytes(model, packed=False):
+    """Bytes of the state_dict tensors as held in memory, or (packed=True) as stored in a packed payload."""
+    layers, total = ternary_weights(unwrap(model)), 0
+    for key, tensor in unwrap(model).state_dict().items():
+        if packed and key in layers:
+            rows = tensor.shape[0]
+            total += rows * math.ceil(tensor[0].numel() / 4) + 4 * (rows if layers[key].per_channel else 1)
+        else:
+            total += tensor.numel() * tensor.element_size()
+    return total

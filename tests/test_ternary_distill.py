@@ -1,0 +1,127 @@
+"""ternary/distill.py: the distillation loss, saving models, loading teachers, and from_flags."""
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from airbench.errors import UserError
+from ternary import from_flags, kd_loss, load_teacher, save_model
+from ternary.layers import TernaryLayer
+
+SCRIPT = __file__  # load_teacher's default: the file that defines make_net
+
+
+def make_net(device='cpu', width=8):
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10, bias=False)).to(device)
+
+
+def make_wide_net(device='cpu'):
+    return make_net(device, width=12)
+
+
+def flags(**overrides):
+    args = dict(device='cpu', ternary=False, ternary_acts=0, ternary_per_channel=False, ternary_keep_first=True,
+                ternary_keep_last=False, teacher=None, kd_alpha=0.5, kd_temperature=4.0)
+    return argparse.Namespace(**{**args, **overrides})
+
+
+def logits_and_labels(n=6):
+    return torch.randn(n, 10), torch.randn(n, 10), torch.randint(0, 10, (n,))
+
+
+def test_kd_loss_at_alpha_zero_is_label_smoothed_cross_entropy():
+    student, teacher, labels = logits_and_labels()
+    expected = F.cross_entropy(student, labels, label_smoothing=0.2, reduction='none')
+    torch.testing.assert_close(kd_loss(student, teacher, labels, 0.0, 4.0, 0.2), expected)
+
+
+def test_kd_loss_matches_direct_formula():
+    student, teacher, labels = logits_and_labels()
+    alpha, T, smoothing = 0.3, 2.5, 0.1
+    log_q = F.log_softmax(student, dim=1)
+    target = F.one_hot(labels, 10) * (1 - smoothing) + smoothing / 10
+    hard = -(target * log_q).sum(dim=1)
+    p_t, p_s = F.softmax(teacher / T, dim=1), F.softmax(student / T, dim=1)
+    soft = (p_t * (p_t.log() - p_s.log())).sum(dim=1)
+    expected = (1 - alpha) * hard + alpha * T * T * soft
+    torch.testing.assert_close(kd_loss(student, teacher, labels, alpha, T, smoothing), expected)
+
+
+def test_kd_loss_soft_term_vanishes_when_student_equals_teacher():
+    student, _, labels = logits_and_labels()
+    torch.testing.assert_close(kd_loss(student, student, labels, 1.0, 3.0, 0.0), torch.zeros(6), atol=1e-6, rtol=0)
+
+
+def test_save_model_format_and_compiled_prefix(tmp_path):
+    model = make_net()
+    path = tmp_path / 'sub' / 'teacher.pt'
+    save_model(torch.compile(model), path, SCRIPT)  # the wrapper is not run, so nothing compiles
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint['format'] == 'cifar-ladder-model-v1'
+    assert list(checkpoint['state_dict']) == list(model.state_dict())
+    assert [p.name for p in path.parent.iterdir()] == ['teacher.pt']  # no temporary file left behind
+    save_model(model, None, SCRIPT)
+
+
+def test_load_teacher_restores_weights_in_eval_mode_without_grad(tmp_path):
+    model = make_net()
+    model[1].running_mean.uniform_()
+    save_model(model, tmp_path / 't.pt', SCRIPT)
+    teacher = load_teacher(tmp_path / 't.pt', make_net, 'cpu')
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(teacher.state_dict()[key], value)
+
+
+def test_teacher_errors_are_one_line_user_errors(tmp_path):
+    with pytest.raises(UserError, match='no such file'):
+        load_teacher(tmp_path / 'missing.pt', make_net, 'cpu')
+    (tmp_path / 'garbage.pt').write_bytes(b'not a checkpoint at all' * 10)
+    with pytest.raises(UserError, match='not a model saved'):
+        load_teacher(tmp_path / 'garbage.pt', make_net, 'cpu')
+    torch.save({'weights': 1}, tmp_path / 'other_format.pt')
+    with pytest.raises(UserError, match='not a model saved'):
+        load_teacher(tmp_path / 'other_format.pt', make_net, 'cpu')
+    save_model(make_net(), tmp_path / 'other_script.pt', 'main3_other.py')
+    with pytest.raises(UserError, match='main3_other.py'):
+        load_teacher(tmp_path / 'other_script.pt', make_net, 'cpu')
+    save_model(make_net(), tmp_path / 'narrow.pt', SCRIPT)
+    with pytest.raises(UserError, match=r"first mismatch at '0\.weight'") as error:
+        load_teacher(tmp_path / 'narrow.pt', make_wide_net, 'cpu')
+    assert '\n' not in str(error.value)
+
+
+def test_from_flags_without_teacher_is_plain_cross_entropy():
+    model, loss_fn = from_flags(make_net, flags(), label_smoothing=0.2)
+    assert not any(isinstance(m, TernaryLayer) for m in model.modules())
+    inputs, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    outputs = model(inputs)
+    expected = F.cross_entropy(outputs, labels, label_smoothing=0.2, reduction='none')
+    assert torch.equal(loss_fn(outputs, labels, inputs), expected)
+
+
+def test_from_flags_with_teacher_distils_into_a_ternary_student(tmp_path, capsys):
+    teacher = make_net()
+    save_model(teacher, tmp_path / 't.pt', SCRIPT)
+    args = flags(ternary=True, ternary_keep_first=False, teacher=str(tmp_path / 't.pt'), kd_alpha=0.7)
+    model, loss_fn = from_flags(make_net, args, label_smoothing=0.1)
+    assert isinstance(model[0], TernaryLayer) and isinstance(model[5], TernaryLayer)
+    assert 'ternary' in capsys.readouterr().out
+    inputs, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    outputs = model(inputs)
+    loss = loss_fn(outputs, labels, inputs)
+    teacher.eval()
+    assert torch.equal(loss, kd_loss(outputs, teacher(inputs), labels, 0.7, 4.0, 0.1))
+    loss.sum().backward()
+    assert model[0].weight.grad is not None
+
+
+def test_from_flags_rejects_bad_kd_settings(tmp_path):
+    save_model(make_net(), tmp_path / 't.pt', SCRIPT)
+    with pytest.raises(UserError, match='kd-alpha'):
+        from_flags(make_net, flags(teacher=str(tmp_path / 't.pt'), kd_alpha=1.5), 0.0)
+    with pytest.raises(UserError, match='kd-temperature'):
+        from_flags(make_net, flags(teacher=str(tmp_path / 't.pt'), kd_temperature=0.0), 0.0)

@@ -1,0 +1,109 @@
+"""ternary/export.py: 2-bit packing, the packed file round trip, and its errors."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from airbench.errors import UserError
+from ternary import convert, export_packed, load_packed, model_size_bytes, pack_codes, unpack_codes
+from ternary.layers import TernaryLayer
+
+
+def make_net(device='cpu', width=16):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, width, 3, padding='same', bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(width, 16, 3, bias=True), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(16, 10, bias=False)).to(device)
+
+
+def train_ternary(per_channel=False, act_bits=0, steps=5):
+    """A ternary model after a few training steps, so weights and BatchNorm statistics are not at init."""
+    model = convert(make_net(), keep=('0',), per_channel=per_channel, act_bits=act_bits)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(torch.randn(32, 3, 12, 12)), torch.randint(0, 10, (32,)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_pack_worked_example_and_round_trip():
+    assert pack_codes(torch.tensor([[-1, 0, 1, 1]], dtype=torch.int8)).tolist() == [[0b01010011]]
+    for k in (1, 6, 27, 64):
+        codes = torch.randint(-1, 2, (5, k), dtype=torch.int8)
+        packed = pack_codes(codes)
+        assert packed.dtype == torch.uint8 and packed.shape == (5, -(-k // 4))
+        assert torch.equal(unpack_codes(packed, k), codes)
+
+
+@pytest.mark.parametrize('per_channel,act_bits', [(False, 0), (True, 8)])
+def test_round_trip_gives_bit_identical_logits(tmp_path, per_channel, act_bits):
+    model = train_ternary(per_channel, act_bits)
+    images = torch.randn(16, 3, 12, 12)
+    expected = model(images)
+    export_packed(model, tmp_path / 'model.tpk')
+    fresh = load_packed(make_net(), tmp_path / 'model.tpk').eval()  # layers become ternary on load
+    assert isinstance(fresh[3], TernaryLayer) and not isinstance(fresh[0], TernaryLayer)
+    assert fresh[3].per_channel == per_channel and fresh[3].act_bits == act_bits
+    assert torch.equal(fresh(images), expected)
+    converted = convert(make_net(), keep=('0',))  # a model made the way the rung makes it also loads
+    assert torch.equal(load_packed(converted, tmp_path / 'model.tpk').eval()(images), expected)
+
+
+def test_loaded_codes_are_cleared_by_reset_parameters(tmp_path):
+    export_packed(train_ternary(), tmp_path / 'model.tpk')
+    model = load_packed(make_net(), tmp_path / 'model.tpk')
+    assert model[3].frozen_weight is not None and 'frozen_weight' not in model.state_dict()
+    model[3].reset_parameters()
+    assert model[3].frozen_weight is None
+
+
+def test_packed_file_is_smaller_than_full_precision(tmp_path):
+    model = convert(make_net(width=64))
+    size = export_packed(model, tmp_path / 'model.tpk')
+    payload = model_size_bytes(model, packed=True)
+    assert payload < model_size_bytes(model) / 8  # 2 bits instead of 32 for almost every weight
+    assert payload < size < payload + 8192  # the rest is the header
+
+
+def corrupt_copies(tmp_path):
+    export_packed(train_ternary(), tmp_path / 'good.tpk')
+    data = (tmp_path / 'good.tpk').read_bytes()
+    (tmp_path / 'truncated.tpk').write_bytes(data[:len(data) - 100])
+    (tmp_path / 'header_cut.tpk').write_bytes(data[:40])
+    (tmp_path / 'garbage.tpk').write_bytes(b'\x00' * 1000)
+    return ['truncated.tpk', 'header_cut.tpk', 'garbage.tpk', 'missing.tpk']
+
+
+def test_bad_files_raise_user_errors_and_leave_the_model_unchanged(tmp_path):
+    model = convert(make_net(), keep=('0',))
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    for name in corrupt_copies(tmp_path):
+        with pytest.raises(UserError) as error:
+            load_packed(model, tmp_path / name)
+        assert '\n' not in str(error.value)
+    export_packed(convert(make_net(width=24)), tmp_path / 'wide.tpk')
+    with pytest.raises(UserError, match=r"first mismatch at '3\.weight'"):
+        load_packed(model, tmp_path / 'wide.tpk')
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    assert all(m.frozen_weight is None for m in model.modules() if isinstance(m, TernaryLayer))
+
+
+def test_full_precision_file_layer_refuses_ternary_model_layer(tmp_path):
+    export_packed(convert(make_net(), keep=('0', '3')), tmp_path / 'model.tpk')
+    with pytest.raises(UserError, match="'3.weight' is ternary in this model"):
+        load_packed(convert(make_net(), keep=('0',)), tmp_path / 'model.tpk')
+
+
+def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / 'model.tpk'
+    export_packed(train_ternary(), path)
+    old = path.read_bytes()
+
+    def fail(*args):
+        raise OSError('disk full')
+    monkeypatch.setattr('ternary.export.os.replace', fail)
+    with pytest.raises(OSError):
+        export_packed(convert(make_net()), path)
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ['model.tpk']

@@ -1,0 +1,113 @@
+"""ternary/kernels.py under Triton's interpreter on CPU: each kernel equals its PyTorch reference exactly.
+
+Runs only with TRITON_INTERPRET=1 set before triton is first imported, which test_ternary_kernels.py does in a
+fresh process; run by hand as `TRITON_INTERPRET=1 python -m pytest tests/test_ternary_kernels_interpreted.py`.
+Inputs are fresh random tensors each run (the seed is in the failure message) and outputs are poisoned before
+each call, so a kernel that skips an element cannot pass. Sizes are small and not multiples of the blocks.
+"""
+import os
+
+import pytest
+import torch
+
+from ternary import quant
+from ternary.export import pack_codes
+from ternary.layers import TernaryConv2d, TernaryLinear
+
+if os.environ.get('TRITON_INTERPRET') != '1':
+    pytest.skip('needs TRITON_INTERPRET=1 from the start: test_ternary_kernels.py runs it', allow_module_level=True)
+
+
+@pytest.fixture(scope='module')
+def kernels():
+    pytest.importorskip('triton')
+    from ternary import kernels
+    return kernels
+
+
+def poisoned_outputs(w, per_channel):
+    scale_shape = (w.shape[0] if per_channel else 1,) + (1,) * (w.dim() - 1)
+    return (torch.full_like(w, 99, dtype=torch.int8), torch.full(scale_shape, float('nan')),
+            torch.full_like(w, float('nan')))
+
+
+def check_weight_quant(kernels, w, per_channel, block=None, eps=1e-5, seed=None):
+    out = poisoned_outputs(w, per_channel)
+    codes, scale, w_q = kernels.weight_quant(w, per_channel, eps=eps, out=out, block=block)
+    ref_codes, ref_scale = quant.weight_quant(w, per_channel, eps=eps)
+    assert all(a is b for a, b in zip((codes, scale, w_q), out))
+    assert torch.equal(codes, ref_codes), f'codes differ (seed {seed})'
+    torch.testing.assert_close(scale, ref_scale, rtol=2 ** -23, atol=0, msg=f'scale differs (seed {seed})')
+    assert torch.equal(w_q, quant.dequantize(codes, scale, w.dtype)), f'W_q differs (seed {seed})'
+
+
+@pytest.mark.parametrize('shape', [(13, 7, 3, 3), (10, 37), (3, 1, 2, 2)])
+@pytest.mark.parametrize('per_channel', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+@pytest.mark.parametrize('block', [None, 128])  # 128: several blocks per row, a partial last block
+def test_weight_quant_kernel_matches_reference(kernels, shape, per_channel, dtype, block):
+    seed = torch.seed()
+    w = (torch.randn(shape) * torch.rand(shape[0], *[1] * (len(shape) - 1))).to(dtype)
+    check_weight_quant(kernels, w, per_channel, block, seed=seed)
+
+
+def test_weight_quant_kernel_rounds_ties_like_torch(kernels):
+    w = torch.tensor([[4.0, 1.0], [-1.0, 2.0]])  # w / s = [2, 0.5, -0.5, 1]: the ±0.5 ties round to 0
+    codes, scale, _ = kernels.weight_quant(w, eps=0.0)
+    assert codes.tolist() == [[1, 0], [0, 1]] and scale.item() == 2.0
+    check_weight_quant(kernels, w, False, eps=0.0)
+
+
+def test_weight_quant_kernel_on_channels_last_weights(kernels):
+    seed = torch.seed()
+    w = torch.randn(6, 5, 3, 3).to(memory_format=torch.channels_last)
+    for per_channel in (False, True):
+        check_weight_quant(kernels, w, per_channel, block=128, seed=seed)
+        assert kernels.weight_quant(w, per_channel)[2].is_contiguous(memory_format=torch.channels_last)
+
+
+def random_packed_problem(m, n, k, per_channel=True):
+    x_q = torch.randint(-127, 128, (m, k), dtype=torch.int8)
+    codes = torch.randint(-1, 2, (n, k), dtype=torch.int8)
+    return x_q, torch.rand(m) + 0.01, pack_codes(codes), torch.rand(n if per_channel else 1) + 0.01
+
+
+@pytest.mark.parametrize('m,n,k', [(37, 19, 150), (1, 70, 3), (65, 64, 257)])
+def test_packed_matmul_kernel_matches_integer_reference(kernels, m, n, k):
+    seed = torch.seed()
+    for per_channel in (True, False):
+        args = random_packed_problem(m, n, k, per_channel)
+        out = torch.full((m, n), float('nan'))
+        y = kernels.packed_matmul(*args, out=out)
+        assert y is out and torch.equal(y, kernels.packed_matmul_reference(*args)), f'seed {seed}'
+
+
+def test_packed_matmul_reference_is_the_exact_integer_product(kernels):
+    x_q, x_scale, packed, w_scale = random_packed_problem(9, 5, 21)
+    codes = torch.stack([torch.tensor(row) for row in quant_codes_from(packed, 21)])
+    exact = (x_q.long() @ codes.long().T).float() * x_scale[:, None] * w_scale[None, :]
+    assert torch.equal(kernels.packed_matmul_reference(x_q, x_scale, packed, w_scale), exact)
+
+
+def quant_codes_from(packed, k):
+    """Unpacks by hand, byte by byte, following the documented layout (independent of unpack_codes)."""
+    decode = {0: 0, 1: 1, 3: -1}
+    return [[decode[(byte >> (2 * j)) & 3] for byte in row for j in range(4)][:k] for row in packed.tolist()]
+
+
+def test_packed_linear_and_conv_match_the_float_layers(kernels):
+    seed = torch.seed()
+    linear = TernaryLinear(30, 7, act_bits=8).eval()
+    x = torch.randn(2, 5, 30)
+    codes, scale = quant.weight_quant(linear.weight)
+    y = kernels.packed_linear(x, pack_codes(codes), scale.view(-1), linear.bias)
+    assert torch.equal(y, kernels.packed_linear(x, pack_codes(codes), scale.view(-1), linear.bias,
+                                                matmul=kernels.packed_matmul_reference)), f'seed {seed}'
+    torch.testing.assert_close(y, linear(x), rtol=1e-4, atol=1e-5)
+    conv = TernaryConv2d(3, 5, 3, stride=2, padding=1, per_channel=True, act_bits=8).eval()
+    images = torch.randn(2, 3, 9, 7)
+    codes, scale = quant.weight_quant(conv.weight, per_channel=True)
+    args = (images, pack_codes(codes), scale.view(-1), 3, conv.bias, 2, 1)
+    y = kernels.packed_conv2d(*args)
+    assert torch.equal(y, kernels.packed_conv2d(*args, matmul=kernels.packed_matmul_reference)), f'seed {seed}'
+    torch.testing.assert_close(y, conv(images), rtol=1e-4, atol=1e-5)
