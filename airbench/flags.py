@@ -86,7 +86,11 @@ def build_parser(hyp, description=None):
 
 def resolve_device(name):
     if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
+        if torch.cuda.is_available():
+            return 'cuda'
+        print('note: no CUDA GPU found, running on the CPU: a full run takes hours there; for a quick check '
+              'add --subset 2000 --epochs 1')
+        return 'cpu'
     if name == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda was asked for but no CUDA GPU is visible: use --device cpu (slow) '
                         'or run on a machine with a GPU')

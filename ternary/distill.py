@@ -105,6 +105,10 @@ def from_flags(make_net, args, label_smoothing):
     loss_fn(outputs, labels, inputs) -> per-example loss: label-smoothed cross-entropy, or with --teacher the
     distillation loss against the teacher's logits on the same inputs."""
     model = convert_from_flags(make_net(args.device), args)
+    if args.ternary:
+        from ternary.export import model_size_bytes  # here, not at the top: export imports this module
+        print(f'model size: {model_size_bytes(model):,} bytes as trained, '
+              f'{model_size_bytes(model, packed=True):,} bytes packed (ternary.export_packed)')
     if args.teacher is None:  # exactly the rung's own loss, so the default path changes nothing
         def loss_fn(outputs, labels, inputs):
             return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction='none')
