@@ -1,0 +1,62 @@
+"""Time against accuracy for every rung, full precision and ternary, with 95% confidence intervals.
+
+One panel per hardware (timings are compared within one device only). matplotlib is optional: without it the
+command says how to install it and does nothing else.
+"""
+from stats.ladder import LADDER, find_rung
+from stats.summary import TARGET, describe
+from stats.table import collect, script_order
+
+MISSING = 'matplotlib is not installed: pip install matplotlib'
+
+
+def points(logs, variant):
+    """(label, in the ladder?, median time, mean accuracy, CI half-width) per script of one variant, in order."""
+    found = []
+    for script, name in sorted(logs, key=lambda key: script_order(key[0])):
+        if name == variant:
+            s = describe(logs[(script, name)])
+            rung = find_rung(script)
+            label = rung.tag if rung and rung.tag else script.removesuffix('.py')
+            half = 0.0 if s.n < 2 else (s.ci_high - s.ci_low) / 2
+            found.append((label, rung in LADDER, s.time_median, 100 * s.mean, 100 * half))
+    return found
+
+
+def draw_panel(axes, logs):
+    for variant, marker in (('full', 'o'), ('ternary', 's')):
+        found = points(logs, variant)
+        if not found:
+            continue
+        labels, in_ladder, times, means, halves = zip(*found)
+        bars = axes.errorbar(times, means, yerr=halves, fmt=marker, capsize=3, label=variant)
+        # A line joins the ladder's rungs in order; standalone scripts (ResNet-18) stand apart.
+        ladder = [(x, y) for x, y, inside in zip(times, means, in_ladder) if inside]
+        if ladder:
+            axes.plot(*zip(*ladder), color=bars[0].get_color(), linewidth=1)
+        for label, x, y in zip(labels, times, means):
+            axes.annotate(label, (x, y), textcoords='offset points', xytext=(4, 4), fontsize=7)
+    axes.axhline(100 * TARGET, color='gray', linestyle='--', linewidth=1)
+    device = next(iter(logs.values()))[0]['device']
+    axes.set(title=device, xlabel='median time (s)', ylabel='TTA accuracy (%), mean and 95% CI')
+    axes.legend()
+
+
+def plot_ladder(results, out, include_cpu=False):
+    """Writes the figure to `out`; returns the message to print."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return MISSING
+    found = collect(results, include_cpu)
+    if not found:
+        return f'nothing to plot: no GPU logs under {results}'
+    fig, axes = plt.subplots(1, len(found), figsize=(6 * len(found), 4.5), squeeze=False)
+    for panel, hardware in zip(axes[0], sorted(found)):
+        draw_panel(panel, found[hardware])
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return f'wrote {out}'

@@ -1,0 +1,145 @@
+"""The ladder: which rung extends which, and the checks that keep each step one feature wide (STYLE.md item 4).
+
+ladder_problems(root) lists, as one line each:
+  (a) a step whose diff from its parent is empty or changes more than MAX_CHANGED_LINES lines (added + removed),
+  (b) a rung whose module docstring's first line does not start with its own file name and name its parent
+      ("main1_whiten.py = main0_network.py + ..."),
+  (c) a step none of whose added lines holds a comment with the rung's tag, e.g. `# [whiten]`,
+  (d) drift: a top-level function or class in both the parent and the rung whose source differs, while its
+      source in the rung (with the comment lines just above it) has no `# [tag]` comment of the rung. This is
+      the simple form of "every changed line belongs to a tagged block": a tag anywhere in the changed
+      definition clears it.
+  and a ladder rung whose file is missing. Standalone scripts are outside the diff chain; when present, their
+  header is checked by (b); when missing, nothing is reported.
+"""
+import ast
+import difflib
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+MAX_CHANGED_LINES = 80
+
+
+class Rung(NamedTuple):
+    script: str
+    parent: str | None
+    tag: str | None
+    feature: str
+
+
+LADDER = [
+    Rung('main0_network.py', None, 'network',
+         'the network, standard init, Nesterov SGD, flip + translate, mirror TTA'),
+    Rung('main1_whiten.py', 'main0_network.py', 'whiten',
+         'first conv initialised as a frozen whitening transform; its BatchNorm removed'),
+    Rung('main2_dirac.py', 'main1_whiten.py', 'dirac', 'convs initialised as partial identity (dirac) transforms'),
+    Rung('main3_scalebias.py', 'main2_dirac.py', 'scalebias', 'BatchNorm-bias learning rate scaled by 64'),
+    Rung('main4_freeze.py', 'main3_scalebias.py', 'freeze', 'whitening-conv bias trained for 3 epochs, then frozen'),
+    Rung('main5_lookahead.py', 'main4_freeze.py', 'lookahead',
+         'lookahead/EMA of weights with fast BatchNorm momentum'),
+    Rung('main6_tta.py', 'main5_lookahead.py', 'tta', 'multi-crop TTA: mirror plus 1-pixel translations'),
+    Rung('main7_mirror.py', 'main6_tta.py', 'mirror', 'alternating (mirror) flip instead of random flip'),
+    Rung('main8_compile.py', 'main7_mirror.py', 'compile', 'torch.compile of the model'),
+]
+# In the README table, outside the diff chain; may be absent.
+STANDALONE = [
+    Rung('train_resnet18.py', None, None, 'ResNet-18 baseline tuned for time-to-94%'),
+    Rung('ternary94.py', 'main8_compile.py', 'ternary94', 'ternary weights tuned to reach 94%'),
+]
+
+
+def find_rung(script):
+    return next((rung for rung in LADDER + STANDALONE if rung.script == script), None)
+
+
+def changed_lines(old_text, new_text):
+    """(added, removed) lines of the unified diff from old_text to new_text."""
+    # No context lines (n=0), so every '+' or '-' line is a change; [2:] drops the '---' and '+++' file headers.
+    diff = list(difflib.unified_diff(old_text.splitlines(), new_text.splitlines(), lineterm='', n=0))[2:]
+    added = [line[1:] for line in diff if line.startswith('+')]
+    removed = [line[1:] for line in diff if line.startswith('-')]
+    return added, removed
+
+
+def has_tag_comment(lines, tag):
+    pattern = re.compile(r'#.*\[' + re.escape(tag) + r'\]')
+    return any(pattern.search(line) for line in lines)
+
+
+def header_problem(rung, text):
+    """(b): the docstring's first line names the file itself, then its parent."""
+    docstring = ast.get_docstring(ast.parse(text)) or ''
+    first = docstring.strip().splitlines()[0] if docstring.strip() else ''
+    if first.startswith(rung.script) and (rung.parent is None or rung.parent in first):
+        return None
+    wanted = f'"{rung.script} = {rung.parent} + ..."' if rung.parent else f'"{rung.script}: ..."'
+    return f'{rung.script}: the docstring\'s first line should read like {wanted}, got "{first}"'
+
+
+def top_level_sources(text):
+    """{name: source} of the module's top-level functions and classes, each with its decorators and the
+    comment lines directly above it (where a `# [tag]` block comment sits)."""
+    lines = text.splitlines()
+    sources = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            while start > 0 and lines[start - 1].lstrip().startswith('#'):
+                start -= 1
+            sources[node.name] = '\n'.join(lines[start:node.end_lineno])
+    return sources
+
+
+def drift_problems(rung, parent_text, text):
+    """(d): definitions changed from the parent without the rung's tag."""
+    old, new = top_level_sources(parent_text), top_level_sources(text)
+    return [f'{rung.script}: {name} differs from {rung.parent}\'s but has no "# [{rung.tag}]" comment (drift: '
+            'tag the change or undo it)'
+            for name in new if name in old and old[name] != new[name]
+            and not has_tag_comment(new[name].splitlines(), rung.tag)]
+
+
+def step_problems(rung, parent_text, text):
+    """(a), (c) and (d) for one step of the ladder."""
+    added, removed = changed_lines(parent_text, text)
+    if not added and not removed:
+        return [f'{rung.script}: identical to {rung.parent}; a step adds one feature']
+    problems = []
+    if len(added) + len(removed) > MAX_CHANGED_LINES:
+        problems.append(f'{rung.script}: {len(added) + len(removed)} lines changed from {rung.parent} '
+                        f'(+{len(added)} -{len(removed)}), more than {MAX_CHANGED_LINES}')
+    if not has_tag_comment(added, rung.tag):
+        problems.append(f'{rung.script}: no added line has a "# [{rung.tag}]" comment marking the feature')
+    return problems + drift_problems(rung, parent_text, text)
+
+
+def read_sources(root, rungs):
+    """{script: text} of the rungs present under root."""
+    return {rung.script: (Path(root) / rung.script).read_text() for rung in rungs
+            if (Path(root) / rung.script).is_file()}
+
+
+def ladder_problems(root):
+    """Every problem of the ladder under `root`, one line each; [] when the ladder is clean."""
+    texts = read_sources(root, LADDER + STANDALONE)
+    problems = [f'{rung.script}: missing from {root}' for rung in LADDER if rung.script not in texts]
+    for rung in LADDER + STANDALONE:
+        if rung.script not in texts:
+            continue
+        try:
+            problem = header_problem(rung, texts[rung.script])
+            if problem:
+                problems.append(problem)
+            if rung in LADDER and rung.parent in texts:
+                problems += step_problems(rung, texts[rung.parent], texts[rung.script])
+        except SyntaxError as exc:
+            problems.append(f'{rung.script}: not valid Python ({exc.msg}, line {exc.lineno})')
+    return problems
+
+
+def ladder_steps(root):
+    """(rung, lines added, lines removed) for each step whose two files are present."""
+    texts = read_sources(root, LADDER)
+    return [(rung, *map(len, changed_lines(texts[rung.parent], texts[rung.script]))) for rung in LADDER[1:]
+            if rung.script in texts and rung.parent in texts]

@@ -1,0 +1,78 @@
+"""Where a run came from: the device, the software versions, the script's hash and the git commit.
+
+Every row of a results log carries these (STYLE.md item 10), so a number can be traced to the code and the
+machine that produced it. torch is imported inside the functions that need it, so `python -m stats`
+(tables, merges) starts without loading it.
+"""
+import datetime
+import hashlib
+import importlib.metadata
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+
+def slugify(text):
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': a device name usable in a file name."""
+    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-') or 'unknown'
+
+
+def is_cuda(device):
+    return str(device).split(':')[0] == 'cuda'
+
+
+def device_name(device):
+    """The GPU's marketing name on CUDA, else 'cpu'."""
+    if not is_cuda(device):
+        return 'cpu'
+    import torch
+    return torch.cuda.get_device_name()
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions():
+    import torch
+    return {'python': platform.python_version(), 'torch': torch.__version__, 'cuda': torch.version.cuda,
+            'triton': package_version('triton')}
+
+
+def file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def run_git(folder, *argv):
+    """git's stdout, or None when git is missing, fails, or `folder` is outside a repository."""
+    try:
+        proc = subprocess.run(['git', '-C', str(folder), *argv], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_commit(folder, ignore=None):
+    """Short commit of the repository holding `folder`, with '+dirty' when files differ from it, or 'unknown'.
+
+    `ignore` (the results folder) is left out of the dirty check: the logs are tracked files that every run
+    appends to, and they do not change what the code computes."""
+    commit = run_git(folder, 'rev-parse', '--short', 'HEAD')
+    if commit is None:
+        return 'unknown'
+    pathspec = []
+    top = run_git(folder, 'rev-parse', '--show-toplevel')
+    if ignore is not None and top is not None:
+        ignored = Path(ignore).resolve()
+        if ignored.is_relative_to(Path(top).resolve()):
+            pathspec = ['--', f':(top,exclude){ignored.relative_to(Path(top).resolve()).as_posix()}']
+    status = run_git(folder, 'status', '--porcelain', *pathspec)
+    return commit + ('+dirty' if status else '')

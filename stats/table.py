@@ -1,0 +1,127 @@
+"""The README's results table, generated from the logs in results/ (STYLE.md item 10: no hand-typed numbers).
+
+One table per hardware, since timings are compared only within one device. One row per (script, variant):
+the 'full' log gives the row and the 'ternary' log of the same script its ternary columns; any other variant
+(ternary-kd, a custom --variant) gets a row of its own, where a ternary one shows its gap to 'full'.
+Rows follow the ladder, then the standalone scripts, then any other script. CPU logs are smoke tests, not
+evidence, and are left out unless asked for.
+The block between the markers is rewritten whole; everything else in the README is kept byte for byte.
+"""
+from pathlib import Path
+
+from airbench.errors import UserError
+from stats.ladder import LADDER, STANDALONE, find_rung
+from stats.log import is_shard_log, read_rows
+from stats.summary import describe, format_p
+
+BEGIN, END = '<!-- stats:table:begin -->', '<!-- stats:table:end -->'
+EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m stats table`.'
+HEADER = ['script', 'feature', 'epochs', 'median time (s)', 'TTA accuracy: mean (95% CI)', 'n',
+          'ternary: mean (n)', 'gap (points)', '>= 94% shown?']
+CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seconds of whitening init, training '
+           'and TTA eval (CUDA events). gap: ternary minus full precision. >= 94% shown: one-sided t-test of '
+           'mean > 94%, yes when p < 0.05 (`stats/summary.py`).')
+
+
+def parse_log_name(path):
+    """results/main0_network/full__nvidia-h100.jsonl -> ('main0_network.py', 'full', 'nvidia-h100')"""
+    variant, _, hardware = Path(path).name.removesuffix('.jsonl').partition('__')
+    return Path(path).parent.name + '.py', variant, hardware
+
+
+def collect(results, include_cpu=False):
+    """{hardware: {(script, variant): rows}} from the main logs under `results` (shard logs are not merged
+    evidence yet: `python -m stats merge` first)."""
+    if not Path(results).is_dir():
+        raise UserError(f'{results} is not a folder of results logs: pass --results DIR')
+    found = {}
+    for path in sorted(Path(results).glob('*/*.jsonl')):
+        script, variant, hardware = parse_log_name(path)
+        if is_shard_log(path) or not hardware or (hardware == 'cpu' and not include_cpu):
+            continue
+        rows = read_rows(path)
+        if rows:
+            found.setdefault(hardware, {})[(script, variant)] = rows
+    return found
+
+
+def script_order(script):
+    order = [rung.script for rung in LADDER + STANDALONE]
+    return (order.index(script), '') if script in order else (len(order), script)
+
+
+def format_accuracy(s):
+    if s.n < 2:
+        return f'{100 * s.mean:.2f}%'
+    return f'{100 * s.mean:.2f}% ({100 * s.ci_low:.2f} to {100 * s.ci_high:.2f})'
+
+
+def format_verdict(s):
+    if s.n < 2:
+        return 'n < 2'
+    return ('yes' if s.p < 0.05 else 'no') + f', {format_p(s.p)}'
+
+
+def format_epochs(rows):
+    return '/'.join(f'{epochs:g}' for epochs in sorted({row['epochs'] for row in rows}))
+
+
+def table_row(script, variant, rows, ternary_rows=None, full_rows=None):
+    """Cells of one row. ternary_rows: the 'ternary' log, shown beside a 'full' row. full_rows: the 'full' log,
+    for the gap of another ternary variant (ternary-kd)."""
+    s = describe(rows)
+    rung = find_rung(script)
+    label = f'`{script}`' + ('' if variant == 'full' else f' ({variant})')
+    ternary, gap = '', ''
+    if ternary_rows:
+        t = describe(ternary_rows)
+        ternary, gap = f'{100 * t.mean:.2f}% ({t.n})', f'{100 * (t.mean - s.mean):+.2f}'
+    elif full_rows:
+        gap = f'{100 * (s.mean - describe(full_rows).mean):+.2f}'
+    return [label, rung.feature if rung else '', format_epochs(rows), f'{s.time_median:.2f}', format_accuracy(s),
+            str(s.n), ternary, gap, format_verdict(s)]
+
+
+def hardware_table(hardware, logs):
+    """Markdown for one device: a heading with the GPU's name, then the rows."""
+    # Ladder order; within a script the 'full' row first, then the other variants by name.
+    keys = sorted(logs, key=lambda key: (script_order(key[0]), key[1] != 'full', key[1]))
+    lines = [f'**{next(iter(logs.values()))[0]["device"]}** (`{hardware}`)', '',
+             '| ' + ' | '.join(HEADER) + ' |', '|' + '---|' * len(HEADER)]
+    for script, variant in keys:
+        full_rows = logs.get((script, 'full'))
+        if variant == 'ternary' and full_rows:
+            continue  # shown in the full row's ternary columns
+        cells = (table_row(script, variant, full_rows, ternary_rows=logs.get((script, 'ternary')))
+                 if variant == 'full' else table_row(script, variant, logs[(script, variant)],
+                                                     full_rows=full_rows if variant.startswith('ternary') else None))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def make_block(results, include_cpu=False):
+    """The markdown between the markers."""
+    found = collect(results, include_cpu)
+    if not found:
+        return EMPTY
+    return '\n\n'.join([hardware_table(hardware, found[hardware]) for hardware in sorted(found)] + [CAPTION])
+
+
+def replace_block(text, block, readme):
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        raise UserError(f'{readme} has no "{BEGIN}" ... "{END}" pair: add both lines where the table goes')
+    return text[:begin + len(BEGIN)] + '\n' + block + '\n' + text[end:]
+
+
+def update_readme(results, readme, check=False, include_cpu=False):
+    """Rewrites the README's table (check=False) or only compares it. Returns True when it was stale."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise UserError(f'{readme} does not exist: pass --readme PATH')
+    text = readme.read_text()
+    new = replace_block(text, make_block(results, include_cpu), readme)
+    if new != text and not check:
+        readme.write_text(new)
+    return new != text
+

@@ -1,0 +1,258 @@
+"""A trial: the n seeded runs of one rung, appended to its results log as they finish.
+
+    trial = stats.Trial(__file__, hyp, args)  # checks the flags, reads the log, refuses a config mismatch
+    if trial.delegate_to_gpus():               # --gpus: one child process per GPU, wait, report
+        sys.exit(0)
+    for run, seed in trial.pending():
+        trial.record(main(run, seed, ...))     # one row appended at once: a crash loses at most one run
+    trial.report()                             # mean/std of this session, the whole log, the verdict
+
+Seeds (STYLE.md item 11): run r has seed args.seed + r.
+- Default: the next args.runs seeds from args.seed upward that the log does not hold yet, so running the
+  same command again adds new seeds.
+- `--shard K/N`: the runs r < args.runs with r % N == K - 1, less the seeds already logged (in the shard
+  log or the main log), so a rerun of a killed job finishes its slice. Rows go to the shard log.
+- `--gpus all|0,1,...`: this process plans the seeds, then starts one copy of the script per GPU with
+  CUDA_VISIBLE_DEVICES set and its share of the seeds in $STATS_GPU_SEEDS; all of them append to one log.
+Variant (the log's name): args.variant, else 'full', 'ternary', 'full-kd' or 'ternary-kd' (with --teacher).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from airbench.errors import UserError
+from stats import provenance
+from stats.log import append_row, check_rows, log_path, read_rows, same_config
+from stats.summary import describe, format_summary, mean_std, values, verdict
+
+# Flags that do not change what a run computes, so rows that differ only in them are pooled (the contract's list).
+NOT_CONFIG = ('runs', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
+              'save_model')
+GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
+METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'hyp', 'args')
+RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds', 'peak_memory_bytes')
+
+
+def check_runs(runs):
+    if not isinstance(runs, int) or runs < 1:
+        raise UserError(f'--runs must be a whole number >= 1, got {runs}')
+
+
+def parse_shard(text):
+    """'2/8' -> (2, 8); None -> None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r'(\d+)/(\d+)', text.strip())
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UserError(f"--shard must be K/N with 1 <= K <= N (the K-th of N slices, e.g. 2/8), got '{text}'")
+    return int(match[1]), int(match[2])
+
+
+def parse_gpus(text, count):
+    """'all' or '0,2' -> list of CUDA device indices, checked against the `count` visible GPUs."""
+    if count == 0:
+        raise UserError(f"--gpus {text} needs CUDA GPUs, but none is visible here (or --device cpu was given): "
+                        'drop --gpus')
+    if text.strip() == 'all':
+        return list(range(count))
+    if not re.fullmatch(r'\d+(,\d+)*', text.strip()):
+        raise UserError(f"--gpus must be 'all' or a list of GPU indices like 0,1,3, got '{text}'")
+    ids = [int(part) for part in text.split(',')]
+    if len(set(ids)) != len(ids) or max(ids) >= count:
+        raise UserError(f'--gpus {text}: each index must appear once and be below {count}, the number of '
+                        'visible GPUs')
+    return ids
+
+
+def default_variant(args):
+    name = 'ternary' if args.ternary else 'full'
+    return name + '-kd' if args.teacher else name
+
+
+def check_variant(name):
+    # The name becomes part of a file name, split from the hardware at '__'.
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*', name) or '.shard-' in name:
+        raise UserError(f"--variant must be a file-name-safe word like 'lr12' or 'no-tta' (letters, digits, . - "
+                        f"and single _), got '{name}'")
+    return name
+
+
+def config_args(args):
+    return {key: value for key, value in sorted(vars(args).items()) if key not in NOT_CONFIG}
+
+
+def next_seeds(first, count, logged):
+    """The `count` smallest seeds >= first that are not in `logged`."""
+    seeds, seed = [], first
+    while len(seeds) < count:
+        if seed not in logged:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def shard_seeds(first, runs, shard, logged):
+    k, n = shard
+    return [first + r for r in range(runs) if r % n == k - 1 and first + r not in logged]
+
+
+def gpu_child_seeds():
+    """The seeds a --gpus parent gave this process, or None when it was not started that way."""
+    text = os.environ.get(GPU_SEEDS_ENV)
+    if text is None:
+        return None
+    if not re.fullmatch(r'-?\d+(,-?\d+)*', text):
+        raise UserError(f"${GPU_SEEDS_ENV} is set internally by --gpus; unset it (got '{text}')")
+    return [int(seed) for seed in text.split(',')]
+
+
+def strip_gpus_flag(argv):
+    """The command line minus `--gpus X` / `--gpus=X`: what each GPU's child process runs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == '--gpus':
+            skip = True
+        elif not arg.startswith('--gpus='):
+            kept.append(arg)
+    return kept
+
+
+def visible_device(index):
+    """CUDA_VISIBLE_DEVICES for a child that should use GPU `index` of this process's numbering (which is
+    itself a selection when a scheduler set CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    return visible.split(',')[index].strip() if visible else str(index)
+
+
+def cuda_gpu_names(device):
+    """Names of the visible CUDA GPUs; [] on the CPU."""
+    if not provenance.is_cuda(device):
+        return []
+    import torch  # here, so the stats CLI never loads torch
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def format_mean_std(x):
+    mean, std = mean_std(x)
+    return f'{mean:.4f}/{std:.4f}' if len(x) > 1 else f'{mean:.4f}/n/a'
+
+
+def format_seeds(seeds):
+    if not seeds:
+        return 'none'
+    return ', '.join(map(str, seeds)) if len(seeds) <= 6 else f'{len(seeds)} seeds, {seeds[0]} to {seeds[-1]}'
+
+
+class Trial:
+    """The runs one invocation of a rung does, and the log they go to. See the module docstring."""
+
+    def __init__(self, script_file, hyp, args):
+        check_runs(args.runs)
+        self.shard = parse_shard(args.shard)
+        names = [] if args.gpus is None else cuda_gpu_names(args.device)
+        self.gpu_ids = None if args.gpus is None else self.check_gpus(args.gpus, names)
+        # With --gpus, the log is named after the GPUs the children will use, not the parent's default GPU.
+        device = names[self.gpu_ids[0]] if self.gpu_ids else provenance.device_name(args.device)
+        self.script, self.args = Path(script_file).resolve(), args
+        self.variant = check_variant(default_variant(args) if args.variant is None else args.variant)
+        # As it reads back from the log (tuples become lists), so logged and current configs compare equal.
+        self.config = json.loads(json.dumps({'hyp': hyp, 'args': config_args(args)}))
+        self.hardware = provenance.slugify(device)
+        self.path = log_path(args.out, self.script.name, self.variant, self.hardware, self.shard)
+        logged = self.read_logged_seeds()
+        self.seeds = self.plan(logged)
+        # Hashed now, not per run: this process runs the code it loaded at start, whatever happens to the file.
+        self.provenance = {'device': device, 'git_commit': provenance.git_commit(self.script.parent, args.out),
+                           'script_sha256': provenance.file_sha256(self.script), 'versions': provenance.versions()}
+        print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
+              f'{format_seeds(self.seeds)})')
+
+    @staticmethod
+    def check_gpus(text, names):
+        ids = parse_gpus(text, len(names))
+        if len({names[i] for i in ids}) > 1:
+            raise UserError(f'--gpus {text} mixes GPU models ({", ".join(sorted({names[i] for i in ids}))}), but '
+                            'one log holds the timings of one device: list GPUs of one model only')
+        return ids
+
+    def read_logged_seeds(self):
+        """Seeds already logged; refuses a log of another script or, without --force, another config (a log
+        mixed with --force is one pool: its seeds all count as done)."""
+        paths = [self.path]
+        if self.shard:  # seeds merged into the main log count as done too
+            paths.append(log_path(self.args.out, self.script.name, self.variant, self.hardware))
+        logged = set()
+        for path in paths:
+            rows = read_rows(path)
+            check_rows(path, rows, self.script.name, self.config, self.args.force)
+            logged |= {row['seed'] for row in rows}
+        return logged
+
+    def plan(self, logged):
+        # A --gpus child does exactly the seeds its parent planned: replanning from the log here would race
+        # with the other children appending to it.
+        child_seeds = gpu_child_seeds()
+        if child_seeds is not None:
+            return [seed for seed in child_seeds if seed not in logged]
+        if self.shard:
+            return shard_seeds(self.args.seed, self.args.runs, self.shard, logged)
+        return next_seeds(self.args.seed, self.args.runs, logged)
+
+    def pending(self):
+        """(run index, seed) pairs this process should do, in order."""
+        return [(seed - self.args.seed, seed) for seed in self.seeds]
+
+    def record(self, result):
+        """Appends the row of one finished run (the rung's result dict plus where it came from)."""
+        missing = [key for key in RESULT_KEYS if key not in result]
+        clashing = [key for key in METADATA if key in result]
+        if missing or clashing:
+            raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
+        row = {'script': self.script.name, 'variant': self.variant, **result, 'date': provenance.utc_now(),
+               **self.provenance, **self.config}
+        append_row(self.path, row)
+        return row
+
+    def delegate_to_gpus(self):
+        """With --gpus: runs this script once per GPU on its share of the seeds, waits, reports, returns True.
+        Without: returns False and this process does the runs itself."""
+        if self.gpu_ids is None:
+            return False
+        children = []
+        for index, gpu in enumerate(self.gpu_ids):
+            seeds = self.seeds[index::len(self.gpu_ids)]
+            if seeds:
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible_device(gpu),
+                           **{GPU_SEEDS_ENV: ','.join(map(str, seeds))})
+                # The user's own flags, so each child resolves the same config and writes the same log.
+                argv = [sys.executable, str(self.script), *strip_gpus_flag(sys.argv[1:])]
+                children.append((gpu, subprocess.Popen(argv, env=env)))
+        failed = [gpu for gpu, child in children if child.wait() != 0]
+        self.report()
+        if failed:
+            raise UserError(f'the processes on GPU {", ".join(map(str, failed))} failed (their errors are above); '
+                            f'the runs they finished are in {self.path}')
+        return True
+
+    def report(self):
+        """Prints mean/std over this session's runs, a summary of the whole log and the verdict."""
+        rows = read_rows(self.path)
+        session = [row for row in rows if row['seed'] in set(self.seeds)]
+        if session:
+            columns = ('val_acc', 'tta_val_acc', 'time_seconds')
+            print(f'mean/std over {len(session)} run{"s" * (len(session) != 1)}: '
+                  + '  '.join(f'{key} {format_mean_std(values(session, key))}' for key in columns))
+        else:
+            print('this session did no runs: every planned seed was already in the log')
+        if not rows:
+            return
+        mixed = sum(not same_config(row, self.config) for row in rows)
+        summary = describe(rows)
+        print(f'log {self.path}: {format_summary(summary)}'
+              + (f' (pooling {mixed} rows of other configs, mixed with --force)' if mixed else ''))
+        print('verdict: ' + verdict(summary))

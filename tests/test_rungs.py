@@ -1,0 +1,77 @@
+"""Every rung runs end to end on the CPU (tiny subset, one epoch), logs its run, and rejects bad input
+with one line; the ladder's adjacent diffs stay one feature wide."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+LADDER = ['main0_network.py', 'main1_whiten.py', 'main2_dirac.py', 'main3_scalebias.py', 'main4_freeze.py',
+          'main5_lookahead.py', 'main6_tta.py', 'main7_mirror.py', 'main8_compile.py']
+TINY_NET = ['--block1', '8', '--block2', '16', '--block3', '16']
+
+
+def tiny_flags(script, data_dir, out):
+    net = ['--width', '4'] if script == 'train_resnet18.py' else TINY_NET
+    return ['--device', 'cpu', '--data-dir', str(data_dir), '--out', str(out), '--subset', '256',
+            '--epochs', '1', '--batch-size', '64', *net]
+
+
+def run_script(script, *flags):
+    return subprocess.run([sys.executable, script, *flags], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def logged_rows(out, script):
+    paths = sorted((out / script.removesuffix('.py')).glob('*.jsonl'))
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize('script', LADDER + ['train_resnet18.py'])
+def test_rung_runs_on_cpu_and_logs_its_run(script, synthetic_cache, tmp_path):
+    proc = run_script(script, *tiny_flags(script, synthetic_cache, tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith('|')]
+    assert table[0].split('|')[1].strip() == 'run' and len(table) == 2 + 2 * 2  # header, warm-up, one run
+    assert table[-1].split('|')[2].strip() == 'eval'
+    [row] = logged_rows(tmp_path, script)
+    assert row['seed'] == 0 and row['epochs'] == 1.0 and 0 <= row['tta_val_acc'] <= 1
+    assert row['hyp']['opt']['batch_size'] == 64
+
+
+def test_ternary_and_distillation_end_to_end(synthetic_cache, tmp_path):
+    teacher = tmp_path / 'teacher.pt'
+    flags = tiny_flags('main0_network.py', synthetic_cache, tmp_path)
+    proc = run_script('main0_network.py', *flags, '--save-model', str(teacher), '--no-warmup')
+    assert proc.returncode == 0 and teacher.exists(), proc.stderr[-3000:]
+    proc = run_script('main0_network.py', *flags, '--ternary', '--teacher', str(teacher), '--no-warmup')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    variants = {row['variant'] for row in logged_rows(tmp_path, 'main0_network.py')}
+    assert variants == {'full', 'ternary-kd'}
+
+
+def test_ternary_under_torch_compile(synthetic_cache, tmp_path):
+    proc = run_script('main8_compile.py', *tiny_flags('main8_compile.py', synthetic_cache, tmp_path),
+                      '--ternary', '--no-ternary-keep-first', '--no-warmup')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(logged_rows(tmp_path, 'main8_compile.py')) == 1
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--runs', '0'], '--runs'),
+    (['--learning-rate', '3'], 'unrecognized arguments: --learning-rate'),
+    (['--data-dir', '/nonexistent/cifar'], 'does not exist'),
+    (['--epochs', 'ten'], "invalid float value: 'ten'"),
+])
+def test_bad_input_is_one_line(flags, message, synthetic_cache, tmp_path):
+    base = tiny_flags('main0_network.py', synthetic_cache, tmp_path)
+    proc = run_script('main0_network.py', *base, *flags)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count('\n') == 0 and proc.stderr.startswith('error: ') and message in proc.stderr
+    assert not any((tmp_path / 'main0_network').glob('*.jsonl')) or logged_rows(tmp_path, 'main0_network.py') == []
+
+
+def test_ladder_diffs_are_one_feature_each():
+    from stats.ladder import ladder_problems
+    assert ladder_problems(ROOT) == []

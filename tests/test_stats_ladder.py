@@ -1,0 +1,80 @@
+"""ladder_problems on a small fixture ladder: clean, then each kind of problem on its own."""
+import pytest
+
+from stats.__main__ import main as stats_main
+from stats.ladder import LADDER, ladder_problems
+
+
+def rung_text(index):
+    """Rung `index` of a clean fixture ladder: its header, a shared main(), one tagged helper per rung so far."""
+    rung = LADDER[index]
+    header = f'{rung.script} = {rung.parent} + {rung.tag}.' if rung.parent else f'{rung.script}: the base rung.'
+    helpers = ''.join(f'\n\n# [{r.tag}] the {r.tag} feature\ndef use_{r.tag}(x):\n    return x + {i}\n'
+                      for i, r in enumerate(LADDER[:index + 1]))
+    return f'"""{header}\nRun: python {rung.script}\n"""\n\n\ndef main():\n    return 0\n' + helpers
+
+
+@pytest.fixture
+def ladder(tmp_path):
+    for index, rung in enumerate(LADDER):
+        (tmp_path / rung.script).write_text(rung_text(index))
+    return tmp_path
+
+
+def edit_last(ladder, old, new):
+    path = ladder / 'main8_compile.py'
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+def test_a_clean_ladder_has_no_problems(ladder, capsys):
+    assert ladder_problems(ladder) == []
+    assert stats_main(['ladder', '--root', str(ladder)]) == 0
+    # header and run lines changed (+2 -2), one helper added (+5: two blank lines, the tag, def, return)
+    assert 'main8_compile.py     [compile]    +7   -2   torch.compile of the model' in capsys.readouterr().out
+
+
+def test_a_step_over_80_lines_is_reported(ladder):
+    edit_last(ladder, '    return x + 8\n', '    return x + 8\n' + '    x = x + 1\n' * 71)
+    assert ladder_problems(ladder) == []  # 80 changed lines: at the limit
+    edit_last(ladder, '    x = x + 1\n', '    x = x + 1\n' + '    x = x + 1\n' * 7)
+    assert ladder_problems(ladder) == ['main8_compile.py: 87 lines changed from main7_mirror.py (+85 -2), more '
+                                       'than 80']
+
+
+def test_a_step_without_its_tag_is_reported(ladder):
+    edit_last(ladder, '# [compile] the', '# the')
+    assert ladder_problems(ladder) == ['main8_compile.py: no added line has a "# [compile]" comment marking the '
+                                       'feature']
+
+
+def test_a_drifted_helper_is_reported_and_a_tagged_change_is_not(ladder):
+    edit_last(ladder, '    return x + 3\n', '    return x + 3.0\n')
+    assert ladder_problems(ladder) == ['main8_compile.py: use_scalebias differs from main7_mirror.py\'s but has no '
+                                       '"# [compile]" comment (drift: tag the change or undo it)']
+    edit_last(ladder, '    return x + 3.0\n', '    return x + 3.0  # [compile] a float for the compiler\n')
+    assert ladder_problems(ladder) == []
+
+
+def test_a_bad_header_is_reported(ladder):
+    edit_last(ladder, 'main8_compile.py = main7_mirror.py + compile.', 'main8: torch.compile.')
+    [problem] = ladder_problems(ladder)
+    assert problem.startswith('main8_compile.py: the docstring\'s first line should read like '
+                              '"main8_compile.py = main7_mirror.py + ..."')
+
+
+def test_identical_and_missing_rungs_are_reported(ladder):
+    (ladder / 'main5_lookahead.py').unlink()
+    (ladder / 'main8_compile.py').write_text(rung_text(7))
+    problems = ladder_problems(ladder)
+    assert problems[0] == f'main5_lookahead.py: missing from {ladder}'
+    assert 'main8_compile.py: identical to main7_mirror.py; a step adds one feature' in problems
+    assert not any(problem.startswith('main6_tta.py') for problem in problems)  # its parent is missing
+    assert stats_main(['ladder', '--root', str(ladder)]) == 1
+
+
+def test_standalone_scripts_are_optional_but_their_headers_are_checked(ladder):
+    (ladder / 'train_resnet18.py').write_text('"""train_resnet18.py: the ResNet-18 baseline."""\n')
+    (ladder / 'ternary94.py').write_text('"""ternary94.py: ternary weights."""\n')
+    assert ladder_problems(ladder) == ['ternary94.py: the docstring\'s first line should read like '
+                                       '"ternary94.py = main8_compile.py + ...", got "ternary94.py: ternary weights."']

@@ -1,0 +1,259 @@
+"""stats.Trial and the results log: seeds, resume, shards, merge, refusals, damaged lines, --gpus."""
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from airbench.errors import UserError
+from conftest import ROOT
+from stats import Trial
+from stats.log import append_row, log_path, merge_shards, read_rows
+from stats.trial import parse_gpus, strip_gpus_flag
+
+HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'width': 8}}
+
+
+def make_args(out, **overrides):
+    """The run-control namespace of the contract, with its defaults; device already resolved."""
+    defaults = dict(runs=1, seed=0, data_dir=None, device='cpu', out=str(out), variant=None, force=False, shard=None,
+                    gpus=None, subset=0, warmup=True, ternary=False, ternary_acts=0, ternary_per_channel=False,
+                    ternary_keep_first=True, ternary_keep_last=False, teacher=None, kd_alpha=0.5,
+                    kd_temperature=4.0, save_model=None)
+    return argparse.Namespace(**{**defaults, **overrides})
+
+
+def fake_result(run, seed):
+    return dict(run=run, seed=seed, epochs=1.0, val_acc=0.9, tta_val_acc=0.93 + 0.001 * seed,
+                time_seconds=1.0 + seed, peak_memory_bytes=None)
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / 'main0_network.py'
+    path.write_text('"""main0_network.py: a stand-in rung."""\n')
+    return path
+
+
+def run_trial(script, args, hyp=HYP):
+    trial = Trial(script, hyp, args)
+    for run, seed in trial.pending():
+        trial.record(fake_result(run, seed))
+    return trial
+
+
+def logged_seeds(path):
+    return [row['seed'] for row in read_rows(path)]
+
+
+def test_rows_hold_result_provenance_and_config(script, tmp_path):
+    trial = run_trial(script, make_args(tmp_path / 'out', runs=3, subset=256, data_dir='/data'))
+    assert trial.path == tmp_path / 'out' / 'main0_network' / 'full__cpu.jsonl'
+    rows = read_rows(trial.path)
+    assert [(row['run'], row['seed']) for row in rows] == [(0, 0), (1, 1), (2, 2)]
+    row = rows[0]
+    assert row['script'] == 'main0_network.py' and row['variant'] == 'full' and row['hyp'] == HYP
+    assert row['args']['subset'] == 256 and 'data_dir' not in row['args'] and 'runs' not in row['args']
+    assert row['device'] == 'cpu' and row['git_commit'] == 'unknown' and len(row['script_sha256']) == 64
+    assert set(row['versions']) == {'python', 'torch', 'cuda', 'triton'} and row['date'].endswith('+00:00')
+
+
+def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
+    run_trial(script, make_args(tmp_path, runs=2))
+    trial = run_trial(script, make_args(tmp_path, runs=3))
+    assert trial.pending() == [(2, 2), (3, 3), (4, 4)] and logged_seeds(trial.path) == [0, 1, 2, 3, 4]
+    assert Trial(script, HYP, make_args(tmp_path, runs=2, seed=3)).pending() == [(2, 5), (3, 6)]
+    trial.report()
+    out = capsys.readouterr().out
+    assert 'mean/std over 3 runs' in out and 'n=5' in out and 'verdict: ' in out
+
+
+def test_shards_split_the_runs_and_resume_by_seed(script, tmp_path):
+    slices = [Trial(script, HYP, make_args(tmp_path, runs=10, shard=f'{k}/3')).pending() for k in (1, 2, 3)]
+    assert [[seed for _, seed in pairs] for pairs in slices] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    trial = Trial(script, HYP, make_args(tmp_path, runs=10, shard='2/3'))
+    assert trial.path.name == 'full__cpu.shard-2-of-3.jsonl'
+    trial.record(fake_result(1, 1))  # then the job is killed; the rerun does the rest of its slice only
+    assert Trial(script, HYP, make_args(tmp_path, runs=10, shard='2/3')).pending() == [(4, 4), (7, 7)]
+    append_row(log_path(tmp_path, 'main0_network.py', 'full', 'cpu'), {**read_rows(trial.path)[0], 'seed': 4})
+    assert Trial(script, HYP, make_args(tmp_path, runs=10, shard='2/3')).pending() == [(7, 7)]  # merged
+
+
+def test_merge_appends_new_seeds_only_and_keeps_existing_bytes(script, tmp_path, capsys):
+    shards = [run_trial(script, make_args(tmp_path, runs=4, shard=f'{k}/2')).path for k in (1, 2)]
+    main = run_trial(script, make_args(tmp_path, runs=1)).path  # seed 0 also done outside the shards
+    before = main.read_bytes()
+    [message] = merge_shards(shards)
+    assert 'added 3 rows' in message and '1 already there' in message
+    assert main.read_bytes().startswith(before) and sorted(logged_seeds(main)) == [0, 1, 2, 3]
+    assert 'added 0 rows' in merge_shards(shards)[0] and sorted(logged_seeds(main)) == [0, 1, 2, 3]
+
+
+def test_merge_refuses_a_shard_of_another_config(script, tmp_path):
+    shard = run_trial(script, make_args(tmp_path, runs=2, shard='2/2', subset=100)).path
+    main = run_trial(script, make_args(tmp_path, runs=1)).path
+    with pytest.raises(UserError, match='different config'):  # a shard job checks the main log as well
+        Trial(script, HYP, make_args(tmp_path, runs=2, shard='1/2', subset=100))
+    before = main.read_bytes()
+    with pytest.raises(UserError, match='different config .first difference: subset 0 vs 100'):
+        merge_shards([shard])
+    assert main.read_bytes() == before
+    with pytest.raises(UserError, match='not a shard log'):
+        merge_shards([main])
+
+
+def test_a_different_config_is_refused_unless_forced(script, tmp_path):
+    run_trial(script, make_args(tmp_path, runs=2))
+    changed = {**HYP, 'opt': {'epochs': 1.0, 'lr': 11.5}}
+    with pytest.raises(UserError, match=r'holds a different config \(first difference: opt\.lr 10\.0 vs 11\.5\); '
+                                        r'pass --variant NAME to start a new log or --force to mix'):
+        Trial(script, changed, make_args(tmp_path))
+    with pytest.raises(UserError, match='ternary_acts 0 vs 8'):
+        Trial(script, HYP, make_args(tmp_path, ternary_acts=8, variant='full'))
+    forced = run_trial(script, make_args(tmp_path, force=True), hyp=changed)
+    assert logged_seeds(forced.path) == [0, 1, 2]  # mixed in, continuing the seeds
+    assert Trial(script, changed, make_args(tmp_path, variant='lr11')).path.name == 'lr11__cpu.jsonl'
+
+
+def test_variant_defaults_and_bad_names(script, tmp_path):
+    def variant(**flags):
+        return Trial(script, HYP, make_args(tmp_path, **flags)).variant
+    assert variant() == 'full' and variant(ternary=True) == 'ternary'
+    assert variant(ternary=True, teacher='t.pt') == 'ternary-kd' and variant(teacher='t.pt') == 'full-kd'
+    assert variant(variant='lr12', ternary=True) == 'lr12'
+    for bad in ('a/b', 'x__y', '', 'full.shard-1-of-2'):
+        with pytest.raises(UserError, match='--variant'):
+            variant(variant=bad)
+
+
+def test_a_log_of_another_script_is_refused(script, tmp_path):
+    trial = run_trial(script, make_args(tmp_path))
+    other = tmp_path / 'main1_whiten.py'
+    other.write_text('"""main1_whiten.py = main0_network.py + whitening."""\n')
+    target = log_path(tmp_path, 'main1_whiten.py', 'full', 'cpu')
+    target.parent.mkdir()
+    shutil.copy(trial.path, target)
+    with pytest.raises(UserError, match='holds runs of main0_network.py, not main1_whiten.py'):
+        Trial(other, HYP, make_args(tmp_path))
+
+
+@pytest.mark.parametrize('content, message', [
+    ('seed,tta_val_acc\n0,0.94\n', 'line 1 is not JSON'),
+    ('[1, 2]\n', 'line 1 is not a results row'),
+    ('{"seed": 0}\n', 'line 1 is not a results row'),
+])
+def test_a_file_that_is_not_a_results_log_is_refused(script, tmp_path, content, message):
+    path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        Trial(script, HYP, make_args(tmp_path))
+    assert path.read_text() == content
+
+
+def test_a_cut_short_last_line_is_reported_kept_and_isolated(script, tmp_path, capsys):
+    path = run_trial(script, make_args(tmp_path, runs=2)).path
+    cut = path.read_text().splitlines()[1][:40]
+    path.write_text(path.read_text().splitlines()[0] + '\n' + cut)  # seed 1's row, killed mid-write
+    trial = run_trial(script, make_args(tmp_path, runs=2))
+    assert f'{path} line 2 is cut short' in capsys.readouterr().err
+    assert trial.pending() == [(1, 1), (2, 2)]  # the damaged run is redone, not counted
+    lines = path.read_text().split('\n')
+    assert lines[1] == cut and json.loads(lines[2])['seed'] == 1 and json.loads(lines[3])['seed'] == 2
+    assert logged_seeds(path) == [0, 1, 2]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (dict(runs=0), '--runs must be'), (dict(runs=-3), '--runs must be'),
+    (dict(shard='0/4'), '--shard must be K/N'), (dict(shard='5/4'), '--shard must be K/N'),
+    (dict(shard='a/b'), '--shard must be K/N'), (dict(shard='1/0'), '--shard must be K/N'),
+    (dict(gpus='all'), 'needs CUDA GPUs'), (dict(gpus='0'), 'needs CUDA GPUs'),
+])
+def test_bad_run_flags_are_one_line_errors(script, tmp_path, flags, message):
+    with pytest.raises(UserError, match=message) as info:
+        Trial(script, HYP, make_args(tmp_path, **flags))
+    assert '\n' not in str(info.value)
+    assert not (tmp_path / 'main0_network').exists()
+
+
+def test_gpu_lists_and_child_command_lines():
+    assert parse_gpus('all', 3) == [0, 1, 2] and parse_gpus('2,0', 3) == [2, 0]
+    for bad in ('0,0', '3', 'x', '0,'):
+        with pytest.raises(UserError, match='--gpus'):
+            parse_gpus(bad, 3)
+    assert strip_gpus_flag(['--runs', '4', '--gpus', 'all', '--lr', '3']) == ['--runs', '4', '--lr', '3']
+    assert strip_gpus_flag(['--gpus=0,1', '--ternary']) == ['--ternary']
+
+
+def append_many(path, worker):
+    for i in range(40):
+        append_row(path, {'worker': worker, 'i': i, 'padding': 'x' * 20_000})
+
+
+def test_concurrent_appends_never_interleave(tmp_path):
+    path = tmp_path / 'shared.jsonl'
+    context = multiprocessing.get_context('fork')
+    workers = [context.Process(target=append_many, args=(path, w)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((row['worker'], row['i']) for row in rows) == [(w, i) for w in range(4) for i in range(40)]
+
+
+CHILD = '''"""main0_network.py: a stand-in rung whose two "GPUs" are faked, so --gpus runs on the CPU."""
+import os, sys
+sys.path.insert(0, {root!r})
+import stats.provenance, stats.trial
+from airbench.flags import parse_flags
+stats.trial.cuda_gpu_names = lambda device: ['Fake GPU', 'Fake GPU']
+stats.provenance.device_name = lambda device: 'Fake GPU'
+hyp, args = parse_flags({hyp!r}, sys.argv[1:])
+trial = stats.Trial(__file__, hyp, args)
+if trial.delegate_to_gpus():
+    sys.exit(0)
+for run, seed in trial.pending():
+    trial.record(dict(run=run, seed=seed, epochs=1.0, val_acc=0.9, tta_val_acc=0.95, time_seconds=1.0,
+                      peak_memory_bytes=None, gpu=os.environ['CUDA_VISIBLE_DEVICES']))
+trial.report()
+'''
+
+
+def test_gpus_runs_one_child_per_gpu_into_one_log(tmp_path):
+    script = tmp_path / 'main0_network.py'
+    script.write_text(CHILD.format(root=str(ROOT), hyp=HYP))
+    argv = ['--device', 'cpu', '--out', str(tmp_path / 'out'), '--runs', '5', '--gpus', 'all']
+    proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != 'CUDA_VISIBLE_DEVICES'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(tmp_path / 'out' / 'main0_network' / 'full__fake-gpu.jsonl')
+    assert sorted((row['seed'], row['gpu']) for row in rows) == [(0, '0'), (1, '1'), (2, '0'), (3, '1'), (4, '0')]
+    assert proc.stdout.count('verdict: ') == 3  # each child, then the parent over the whole log
+    assert 'n=5' in proc.stdout.split('verdict: ')[-2]
+
+
+@pytest.mark.skipif(shutil.which('git') is None, reason='needs git')
+def test_git_commit_marks_a_dirty_tree_but_not_the_results_logs(tmp_path):
+    from stats.provenance import git_commit
+
+    def git(*argv):
+        return subprocess.run(['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c', 'user.email=t@t', *argv],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    git('init', '-q')
+    (tmp_path / 'main0_network.py').write_text('x = 1\n')
+    (tmp_path / 'results').mkdir()
+    (tmp_path / 'results' / 'log.jsonl').write_text('{}\n')
+    git('add', '.')
+    git('commit', '-q', '-m', 'rung')
+    commit = git('rev-parse', '--short', 'HEAD')
+    assert git_commit(tmp_path, tmp_path / 'results') == commit
+    (tmp_path / 'results' / 'log.jsonl').write_text('{}\n{}\n')  # a run appended to a tracked log
+    assert git_commit(tmp_path, tmp_path / 'results') == commit
+    (tmp_path / 'main0_network.py').write_text('x = 2\n')
+    assert git_commit(tmp_path, tmp_path / 'results') == commit + '+dirty'
+    assert git_commit(tmp_path.parent / 'nowhere', None) == 'unknown'

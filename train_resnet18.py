@@ -1,0 +1,231 @@
+"""train_resnet18.py: the ResNet-18 baseline, outside the ladder, tuned for time to 94%.
+CIFAR stem (3x3 stride-1 conv, no max-pool), Nesterov SGD, flip + translate 4 + cutout 12, six-view TTA.
+Timed (CUDA events): training steps with their augmentation, final TTA eval. Not timed: data load to the
+device, per-epoch eval, printing, cudnn autotuning (paid by the untimed warm-up run).
+Run: python train_resnet18.py --runs 5
+"""
+
+#############################################
+#           Setup/Hyperparameters           #
+#############################################
+
+import math
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import stats
+import ternary
+from airbench import (CifarLoader, Timer, load_data, parse_flags, peak_memory_bytes, print_table_header,
+                      print_table_row, reset_peak_memory)
+
+torch.backends.cudnn.benchmark = True
+
+hyp = {
+    'opt': {
+        'epochs': 26.0,             # passes over the training set; a fraction ends mid-epoch
+        'batch_size': 500,          # images per step
+        'lr': 0.2,                  # peak lr of PyTorch SGD on the batch-mean loss
+        'momentum': 0.9,            # Nesterov
+        'weight_decay': 5e-4,       # PyTorch SGD's (coupled) L2 coefficient
+        'label_smoothing': 0.0,
+        'warmup_frac': 0.2,         # share of steps spent rising from lr_start to the peak
+        'lr_start': 0.2,            # lr multiplier at step 0
+        'lr_end': 0.0,              # lr multiplier at the last step
+    },
+    'aug': {
+        'flip': 'random',           # 'none', 'random' or 'alternating' (airbench/augment.py)
+        'translate': 4,             # pixels, reflect-padded
+        'cutout': 12,               # side of the zeroed square, pixels
+    },
+    'net': {
+        'width': 64,                # channels of the stem and first stage; doubled at each later stage
+        'tta_level': 2,             # 0: plain, 1: with mirror, 2: six views (as main6_tta.py)
+    },
+}
+
+#############################################
+#            Network Components             #
+#############################################
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a shortcut; a 1x1 conv on the shortcut where the shape changes (He et al. 2016)."""
+
+    def __init__(self, channels_in, channels_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(channels_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or channels_in != channels_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(channels_out))
+
+    def forward(self, x):
+        out = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(out)) + self.shortcut(x))
+
+#############################################
+#            Network Definition             #
+#############################################
+
+class ResNet18(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.stem_norm = nn.BatchNorm2d(width)
+        stages, channels_in = [], width
+        for i, channels_out in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages += [BasicBlock(channels_in, channels_out, stride), BasicBlock(channels_out, channels_out, 1)]
+            channels_in = channels_out
+        self.layers = nn.Sequential(*stages)
+        self.head = nn.Linear(widths[-1], 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem_norm(self.stem(x)))
+        x = self.layers(x)
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def make_net(device):
+    """fp32 weights; on CUDA the forward runs in bf16 autocast (main()), with channels_last convs."""
+    model = ResNet18(hyp['net']['width']).to(device)
+    if device == 'cuda':
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+#############################################
+#              Initialization               #
+#############################################
+
+def reinit_net(model):
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            module.reset_parameters()
+
+#############################################
+#             Optimizer Extras              #
+#############################################
+
+def make_optimizer(model, total_steps):
+    opt = hyp['opt']
+    optimizer = torch.optim.SGD(model.parameters(), lr=opt['lr'], momentum=opt['momentum'], nesterov=True,
+                                weight_decay=opt['weight_decay'])
+    schedule = lr_schedule(total_steps, opt['warmup_frac'], opt['lr_start'], opt['lr_end'])
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):
+    """Linear rise from lr_start to 1 over the warm-up share of the steps, then linear decay to lr_end."""
+    warmup_steps = max(1, round(warmup_frac * total_steps))
+
+    def multiplier(step):
+        if step < warmup_steps:
+            return lr_start + (1 - lr_start) * step / warmup_steps
+        return 1 + (lr_end - 1) * (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return multiplier
+
+#############################################
+#                  Logging                  #
+#############################################
+
+def epoch_row(run, epoch, loss, outputs, labels, val_acc, timer):
+    train_acc = (outputs.argmax(1) == labels).float().mean().item()
+    return dict(run=run, epoch=epoch, train_loss=loss.item(), train_acc=train_acc, val_acc=val_acc,
+                time_seconds=timer.seconds)
+
+#############################################
+#                Evaluation                 #
+#############################################
+
+def infer_views(model, inputs, tta_level):
+    if tta_level == 0:
+        return model(inputs)
+    if tta_level == 1:
+        return 0.5 * (model(inputs) + model(inputs.flip(-1)))
+    padded = F.pad(inputs, (1, 1, 1, 1), mode='reflect')
+    shifted = [padded[..., :-2, :-2], padded[..., 2:, 2:]]
+    return 0.5 * infer_views(model, inputs, 1) + 0.25 * sum(infer_views(model, x, 1) for x in shifted)
+
+
+def evaluate(model, loader, tta_level=0):
+    """Test accuracy; with tta_level > 0 the logits of several views of each image are averaged."""
+    model.eval()
+    with torch.no_grad(), autocast(loader.device.type):
+        images = loader.normalize(loader.images)
+        logits = torch.cat([infer_views(model, batch, tta_level).float() for batch in images.split(1000)])
+    return (logits.argmax(1) == loader.labels).float().mean().item()
+
+
+def autocast(device):
+    return torch.autocast('cuda', dtype=torch.bfloat16, enabled=device == 'cuda')
+
+#############################################
+#                 Training                  #
+#############################################
+
+def main(run, seed, model, loss_fn, train_loader, test_loader):
+    """One run: reinitialize, train for hyp's epochs, evaluate with TTA. Returns the run's result row."""
+    torch.manual_seed(seed)
+    train_loader.reseed(seed)
+    device = train_loader.device.type
+    epochs = hyp['opt']['epochs']
+    total_steps = math.ceil(epochs * len(train_loader))
+    reset_peak_memory(device)
+    timer = Timer(device)
+    reinit_net(model)
+    optimizer, scheduler = make_optimizer(model, total_steps)
+    step = 0
+    for epoch in range(math.ceil(epochs)):
+        model.train()
+        with timer:
+            for inputs, labels in train_loader:
+                with autocast(device):
+                    outputs = model(inputs)
+                loss = loss_fn(outputs.float(), labels, inputs).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                if step == total_steps:
+                    break
+        val_acc = evaluate(model, test_loader)
+        print_table_row(epoch_row(run, epoch, loss, outputs, labels, val_acc, timer))
+    with timer:
+        tta_val_acc = evaluate(model, test_loader, hyp['net']['tta_level'])
+    print_table_row(dict(run=run, epoch='eval', val_acc=val_acc, tta_val_acc=tta_val_acc, time_seconds=timer.seconds))
+    return dict(run=run, seed=seed, epochs=epochs, val_acc=val_acc, tta_val_acc=tta_val_acc,
+                time_seconds=timer.seconds, peak_memory_bytes=peak_memory_bytes(device))
+
+#############################################
+#                 __main__                  #
+#############################################
+
+if __name__ == '__main__':
+    hyp, args = parse_flags(hyp, description=__doc__)
+    trial = stats.Trial(__file__, hyp, args)
+    if trial.delegate_to_gpus():
+        sys.exit(0)
+    model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
+    data = load_data(args)
+    aug = hyp['aug']
+    train_loader = CifarLoader(*data['train'], hyp['opt']['batch_size'], args.device, train=True,
+                               flip=aug['flip'], translate=aug['translate'], cutout=aug['cutout'])
+    test_loader = CifarLoader(*data['test'], 1000, args.device)
+    print_table_header()
+    if args.warmup:
+        # Pays for cudnn autotuning on random labels; main() reinitializes after.
+        warmup_labels = torch.randint_like(data['train'][1], 10)
+        warmup_loader = CifarLoader(data['train'][0], warmup_labels, hyp['opt']['batch_size'], args.device,
+                                    train=True, flip=aug['flip'], translate=aug['translate'], cutout=aug['cutout'])
+        main('warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
+    for run, seed in trial.pending():
+        trial.record(main(run, seed, model, loss_fn, train_loader, test_loader))
+    ternary.save_model(model, args.save_model, __file__)  # [ternary] --save-model, a teacher for --teacher
+    trial.report()
