@@ -75,3 +75,8 @@ def test_bad_input_is_one_line(flags, message, synthetic_cache, tmp_path):
 def test_ladder_diffs_are_one_feature_each():
     from stats.ladder import ladder_problems
     assert ladder_problems(ROOT) == []
+
+
+def test_readme_table_matches_the_results_log():
+    from stats.table import update_readme
+    assert update_readme(ROOT / 'results', ROOT / 'README.md', check=True) is False
