@@ -1,7 +1,7 @@
 """main0_network.py: the baseline rung of the ladder, which every later rung extends by one feature.
 The network, standard PyTorch init, Nesterov SGD, random flip + translate, mirror TTA at eval.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main0_network.py --runs 25
 """
 

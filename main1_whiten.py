@@ -1,7 +1,7 @@
 """main1_whiten.py = main0_network.py + whitening init.
 The first conv is initialised as a frozen whitening transform of 2x2 patches; the BatchNorm after it goes.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main1_whiten.py --runs 25
 """
 

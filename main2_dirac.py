@@ -1,7 +1,7 @@
 """main2_dirac.py = main1_whiten.py + dirac init.
 Every 3x3 conv starts as a partial identity: its first in_channels filters pass their input through.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main2_dirac.py --runs 25
 """
 

@@ -1,7 +1,7 @@
 """main3_scalebias.py = main2_dirac.py + BatchNorm-bias learning rate scaled by 64.
 The BatchNorm biases learn 64x faster; their weight decay is divided by 64, so its effect is unchanged.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main3_scalebias.py --runs 25
 """
 

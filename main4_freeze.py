@@ -1,7 +1,7 @@
 """main4_freeze.py = main3_scalebias.py + a frozen whitening bias.
 The whitening conv's bias trains for the first 3 epochs only, then stays fixed.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main4_freeze.py --runs 25
 """
 

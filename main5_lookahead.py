@@ -1,7 +1,7 @@
 """main5_lookahead.py = main4_freeze.py + lookahead (an EMA of the weights) with fast BatchNorm momentum.
 Every 5 steps the weights move to an EMA of themselves; lr, schedule and BN momentum are retuned with it.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main5_lookahead.py --runs 25
 """
 

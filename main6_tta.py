@@ -1,7 +1,7 @@
 """main6_tta.py = main5_lookahead.py + multi-crop TTA.
 Eval averages six views: the image and its mirror, weighted 1/2, and both 1-pixel translations of each.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main6_tta.py --runs 25
 """
 

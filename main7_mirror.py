@@ -1,7 +1,7 @@
 """main7_mirror.py = main6_tta.py + alternating flip.
 Each image is flipped at random in epoch 0, then the other way every other epoch (airbench/augment.py).
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main7_mirror.py --runs 25
 """
 

@@ -1,7 +1,7 @@
 """main8_compile.py = main7_mirror.py + torch.compile, the final rung.
 The model's forward is compiled once, in the untimed warm-up run; timed runs reuse the compiled code.
-Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval. Not timed:
-data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
+Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
+Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main8_compile.py --runs 25
 """
 
