@@ -4,11 +4,10 @@ python -m airbench.bench_loader [--data-dir DIR] [--epochs 10] [--translate 2] [
 Times whole epochs (normalize, flip, translate, cutout, shuffle, slicing every batch) with CUDA events
 after one untimed warm-up epoch. On a machine without a GPU it runs on the CPU and says so.
 """
-import argparse
-
 import torch
 
 from airbench.errors import install_excepthook
+from airbench.flags import Parser
 from airbench.loader import CifarLoader, load_data
 from airbench.table import Timer
 
@@ -26,7 +25,7 @@ def time_epochs(loader, epochs):
 
 def main():
     install_excepthook()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument('--data-dir', default=None)
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=1024)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from airbench.errors import UserError
+from airbench.files import atomic_write
 
 CACHE_NAME = 'cifar10_uint8.pt'
 CACHE_FORMAT = 'cifar10-uint8-v1'
@@ -114,19 +115,12 @@ def check_labels(path, images, labels):
 
 
 def write_cache(parts, cache_file):
-    """Writes to a temporary file first, so a failed conversion never leaves a half-written cache."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    """Written atomically, so a failed conversion never leaves a half-written cache."""
     payload = {'format': CACHE_FORMAT}
     for split, (images, labels) in parts.items():
         payload[split] = {'images': torch.from_numpy(images), 'labels': torch.from_numpy(labels)}
-    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix='.partial-', suffix='.pt')
-    os.close(fd)
-    try:
+    with atomic_write(cache_file) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, cache_file)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_cache(cache_file):

@@ -10,6 +10,10 @@ class UserError(Exception):
     """A problem with the user's input. The message says what was expected and how to fix it."""
 
 
+class UsageError(UserError):
+    """A wrong command line (unknown flag, bad value): raised by airbench.flags.Parser."""
+
+
 def _print_user_error(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from airbench.errors import UserError, install_excepthook
+from airbench.errors import UsageError, UserError, install_excepthook
 
 # Run control: name -> (default, help). Types come from the defaults; None defaults are strings.
 RUN_FLAGS = {
@@ -38,9 +38,11 @@ RUN_FLAGS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one-line UsageErrors instead of a usage dump and exit."""
+
     def error(self, message):
-        raise UserError(f'{message} (see --help for the flags)')
+        raise UsageError(f'{message} (see {self.prog} --help)')
 
 
 def parse_bool(text):
@@ -72,7 +74,7 @@ def add_flag(parser, name, default, help_text):
 
 
 def build_parser(hyp, description=None):
-    parser = _Parser(description=description, allow_abbrev=False)
+    parser = Parser(description=description, allow_abbrev=False)
     names = set(RUN_FLAGS)
     for path, value in flag_leaves(hyp):
         if path[-1] in names:

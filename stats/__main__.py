@@ -1,24 +1,15 @@
 """python -m stats COMMAND: summaries, comparisons and merges of results logs, the README table, the figure,
 and the ladder's diff report. `python -m stats COMMAND --help` for each command's flags."""
-import argparse
 import sys
 from pathlib import Path
 
-from airbench.errors import UserError
+from airbench.errors import UsageError, UserError
+from airbench.flags import Parser
 from stats.figure import plot_ladder
 from stats.ladder import ladder_problems, ladder_steps
 from stats.log import config_of, merge_shards, read_rows
 from stats.summary import compare, describe, format_comparison, format_summary, verdict
 from stats.table import update_readme
-
-
-class UsageError(UserError):
-    """A wrong command line; exits with status 2, as argparse does."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f'{message} (see python -m stats --help)')
 
 
 def read_log(path):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from airbench.errors import UserError
+from airbench.files import atomic_write
 from ternary.layers import convert_from_flags
 
 MODEL_FORMAT = 'cifar-ladder-model-v1'
@@ -32,10 +33,9 @@ def kd_loss(student_logits, teacher_logits, labels, alpha, T, label_smoothing):
     return (1 - alpha) * hard + alpha * T ** 2 * soft
 
 
-def plain_state_dict(model):
-    """The state_dict with torch.compile's `_orig_mod.` prefix removed, so compiled and eager models match."""
-    prefix = '_orig_mod.'
-    return {k.removeprefix(prefix): v for k, v in model.state_dict().items()}
+def unwrap(model):
+    """The module inside torch.compile's wrapper, so compiled and eager models share state_dict keys."""
+    return getattr(model, '_orig_mod', model)
 
 
 def save_model(model, path, script):
@@ -43,11 +43,9 @@ def save_model(model, path, script):
     `script` names the rung, e.g. its __file__; teachers are only accepted by the same rung."""
     if path is None:
         return
-    state = {k: v.detach().cpu() for k, v in plain_state_dict(model).items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    torch.save({'format': MODEL_FORMAT, 'script': Path(script).name, 'state_dict': state}, tmp)
-    os.replace(tmp, path)
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    with atomic_write(path) as tmp:
+        torch.save({'format': MODEL_FORMAT, 'script': Path(script).name, 'state_dict': state}, tmp)
 
 
 def script_name(script):

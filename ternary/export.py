@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from airbench.errors import UserError
-from ternary.distill import check_architecture
+from airbench.files import atomic_write
+from ternary.distill import check_architecture, unwrap
 from ternary.layers import TernaryLayer, check_convertible, is_quantizable, make_ternary, weight_quant
 from ternary.quant import dequantize
 
@@ -56,10 +57,6 @@ def unpack_codes(packed, k):
     fields = (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
     codes = fields - 2 * (fields & 2)
     return codes.reshape(packed.shape[0], -1)[:, :k].to(torch.int8)
-
-
-def unwrap(model):
-    return getattr(model, '_orig_mod', model)  # torch.compile's wrapper
 
 
 def ternary_weights(model):
@@ -99,16 +96,9 @@ def export_packed(model, path):
     shapes = {key: entry['shape'] for key, entry in entries.items()}
     header = json.dumps({'format': FORMAT, 'version': VERSION, 'fingerprint': fingerprint(shapes),
                          'payload_bytes': len(payload), 'tensors': entries}).encode()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(MAGIC + struct.pack('<Q', len(header)) + header)
-            f.write(payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as tmp, open(tmp, 'wb') as f:
+        f.write(MAGIC + struct.pack('<Q', len(header)) + header)
+        f.write(payload)
     return os.path.getsize(path)
 
 

@@ -1,7 +1,6 @@
 """The loader finds, checks and caches CIFAR-10; every bad input gets its one-line error and no cache."""
 import os
 import pickle
-import urllib.error
 
 import numpy as np
 import pytest
