@@ -284,6 +284,25 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
                 time_seconds=timer.seconds, peak_memory_bytes=peak_memory_bytes(device))
 
 #############################################
+#                  Session                  #
+#############################################
+
+def prepare(args):
+    """What the runs of one invocation share: the model (main() reinitializes it), the loss and the loaders.
+    The warm-up loader has random labels: its run only pays for cudnn autotuning and compilation."""
+    model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
+    model.compile(dynamic=False)  # [compile] static shapes: one graph per batch size (train, eval, last batch)
+    data = load_data(args)
+    # Moved to the device once, so that the warm-up loader shares the training images rather than copying them.
+    images, labels = (tensor.to(args.device) for tensor in data['train'])
+    aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
+    augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])
+    train_loader = CifarLoader(images, labels, batch_size, args.device, **augment)
+    warmup_loader = CifarLoader(images, torch.randint_like(labels, 10), batch_size, args.device, **augment)
+    test_loader = CifarLoader(*data['test'], 2000, args.device)
+    return model, loss_fn, train_loader, test_loader, warmup_loader
+
+#############################################
 #                 __main__                  #
 #############################################
 
@@ -292,19 +311,9 @@ if __name__ == '__main__':
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)
-    model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
-    model.compile(dynamic=False)  # [compile] static shapes: one graph per batch size (train, eval, last batch)
-    data = load_data(args)
-    aug = hyp['aug']
-    train_loader = CifarLoader(*data['train'], hyp['opt']['batch_size'], args.device, train=True,
-                               flip=aug['flip'], translate=aug['translate'])
-    test_loader = CifarLoader(*data['test'], 2000, args.device)
+    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(args)
     print_table_header()
     if args.warmup:
-        # Pays for cudnn autotuning (and in main8 compilation) on random labels; main() reinitializes after.
-        warmup_labels = torch.randint_like(data['train'][1], 10)
-        warmup_loader = CifarLoader(data['train'][0], warmup_labels, hyp['opt']['batch_size'], args.device,
-                                    train=True, flip=aug['flip'], translate=aug['translate'])
         main('warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
     for run, seed in trial.pending():
         trial.record(main(run, seed, model, loss_fn, train_loader, test_loader))

@@ -8,6 +8,7 @@ from airbench.flags import Parser
 from stats.figure import plot_ladder
 from stats.ladder import ladder_problems, ladder_steps
 from stats.log import config_of, merge_shards, read_rows
+from stats.sidebyside import format_pairs, run_pairs, summarize_pairs
 from stats.summary import compare, describe, format_comparison, format_summary, verdict
 from stats.table import update_readme
 
@@ -25,8 +26,11 @@ def read_log(path):
 
 def summary_command(opts):
     for path in opts.logs:
-        s = describe(read_log(path))
+        rows = read_log(path)
+        s = describe(rows)
         print(f'{path}: {format_summary(s)}\n  verdict: {verdict(s)}')
+        if all('time_ratio' in row for row in rows):  # a side-by-side log
+            print('  side by side: ' + format_pairs(summarize_pairs(rows)))
 
 
 def compare_command(opts):
@@ -62,6 +66,18 @@ def ladder_command(opts):
     return 1 if problems else 0
 
 
+def sidebyside_command(opts):
+    import torch  # here, so the other commands start without loading it
+    if opts.pairs < 1:
+        raise UserError(f'--pairs must be >= 1, got {opts.pairs}')
+    if not torch.cuda.is_available():
+        raise UserError('the side-by-side needs a CUDA GPU (the reference loads its data onto cuda:0)')
+    argv = ['--device', 'cuda', '--seed', str(opts.seed), *(['--data-dir', opts.data_dir] if opts.data_dir else []),
+            *opts.ours_flags]
+    path = run_pairs(opts.ours, opts.reference, opts.pairs, opts.out, opts.workdir, argv)
+    print(f'{path}: ' + format_pairs(summarize_pairs(read_rows(path))))
+
+
 def build_parser():
     parser = Parser(prog='python -m stats', description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
@@ -82,17 +98,35 @@ def build_parser():
     commands.choices['figure'].add_argument('--out', default='ladder.png', help='image file (default ladder.png)')
     command = commands.add_parser('ladder', help="each step's feature and size; the ladder's problems")
     command.add_argument('--root', default='.', help='folder holding the rung scripts (default .)')
+    command = commands.add_parser('sidebyside', help='our rung against the published reference, run A B A B',
+                                  description='Flags after -- go to our rung, e.g. -- --epochs 10')
+    command.add_argument('ours', metavar='OURS', help='our rung, e.g. main7_mirror.py')
+    command.add_argument('reference', metavar='REFERENCE', help="the reference's legacy/airbench94.py or "
+                         'legacy/airbench94_compiled.py')
+    command.add_argument('--pairs', type=int, default=10, help='pairs to add to the log (default 10)')
+    command.add_argument('--seed', type=int, default=0, help='first seed (default 0)')
+    command.add_argument('--data-dir', help='CIFAR-10 folder, as for the rungs')
+    command.add_argument('--out', default='results', help='results folder (default results)')
+    command.add_argument('--workdir', default='.reference', help="folder for the reference's data files "
+                         '(default .reference, git-ignored)')
     return parser
 
 
 COMMANDS = {'summary': summary_command, 'compare': compare_command, 'merge': merge_command,
-            'table': table_command, 'figure': figure_command, 'ladder': ladder_command}
+            'table': table_command, 'figure': figure_command, 'ladder': ladder_command,
+            'sidebyside': sidebyside_command}
 
 
 def main(argv=None):
     """Returns the exit status; a UserError prints as one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` belongs to the rung that sidebyside drives.
+    argv, ours_flags = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
     try:
         opts = build_parser().parse_args(argv)
+        if ours_flags and opts.command != 'sidebyside':
+            raise UsageError(f'only sidebyside takes flags after --, got {" ".join(ours_flags)}')
+        opts.ours_flags = ours_flags
         return COMMANDS[opts.command](opts) or 0
     except UserError as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -40,7 +40,30 @@ def package_version(name):
 def versions():
     import torch
     return {'python': platform.python_version(), 'torch': torch.__version__, 'cuda': torch.version.cuda,
-            'triton': package_version('triton')}
+            'cudnn': torch.backends.cudnn.version(), 'triton': package_version('triton')}
+
+
+GPU_FIELDS = ('uuid', 'driver_version', 'clocks.sm', 'clocks.mem', 'clocks.max.sm', 'clocks.max.mem',
+              'power.limit', 'pstate')
+
+
+def gpu_info(device):
+    """The GPU's driver, clocks and power limit as nvidia-smi reads them now (we never set them), or {} on
+    the CPU or without nvidia-smi. Clocks read at an idle moment are idle clocks: compare the max ones."""
+    if not is_cuda(device):
+        return {}
+    import torch
+    try:
+        proc = subprocess.run(['nvidia-smi', f'--query-gpu={",".join(GPU_FIELDS)}', '--format=csv,noheader'],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    gpus = [dict(zip(GPU_FIELDS, (cell.strip() for cell in line.split(','))))
+            for line in proc.stdout.splitlines() if line.count(',') == len(GPU_FIELDS) - 1]
+    # This process's GPU among all of them (CUDA_VISIBLE_DEVICES renumbers), matched by UUID.
+    uuid = str(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), 'uuid', ''))
+    mine = [gpu for gpu in gpus if uuid and uuid in gpu['uuid']]
+    return (mine or gpus or [{}])[0]
 
 
 def file_sha256(path):

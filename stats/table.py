@@ -12,6 +12,7 @@ from pathlib import Path
 from airbench.errors import UserError
 from stats.ladder import LADDER, STANDALONE, find_rung
 from stats.log import is_shard_log, read_rows
+from stats.sidebyside import summarize_pairs
 from stats.summary import describe, format_p
 
 BEGIN, END = '<!-- stats:table:begin -->', '<!-- stats:table:end -->'
@@ -21,6 +22,13 @@ HEADER = ['script', 'feature', 'epochs', 'median time (s)', 'TTA accuracy: mean 
 CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seconds of whitening init, training '
            'and TTA eval (CUDA events). gap: ternary minus full precision. >= 94% shown: one-sided t-test of '
            'mean > 94%, yes when p < 0.05 (`stats/summary.py`).')
+
+
+SIDEBYSIDE = 'sidebyside'  # results/sidebyside/: pairs of ours and the reference, a table of their own
+SIDEBYSIDE_HEADING = ('**Side by side with the published airbench** (`python -m stats sidebyside`: one process, '
+                      'runs alternating ours, reference; each side timed by its own CUDA events)')
+SIDEBYSIDE_HEADER = ['ours', 'reference', 'GPU', 'pairs', 'time ratio ours/reference: median (range)',
+                     'median time (s): ours / reference', 'TTA accuracy: ours / reference']
 
 
 def parse_log_name(path):
@@ -37,12 +45,30 @@ def collect(results, include_cpu=False):
     found = {}
     for path in sorted(Path(results).glob('*/*.jsonl')):
         script, variant, hardware = parse_log_name(path)
-        if is_shard_log(path) or not hardware or (hardware == 'cpu' and not include_cpu):
+        if path.parent.name == SIDEBYSIDE or is_shard_log(path) or not hardware or (hardware == 'cpu' and not include_cpu):
             continue
         rows = read_rows(path)
         if rows:
             found.setdefault(hardware, {})[(script, variant)] = rows
     return found
+
+
+def sidebyside_table(results, include_cpu=False):
+    """Markdown for the side-by-side logs (stats/sidebyside.py): one row per (ours, reference, hardware)."""
+    lines = []
+    for path in sorted(Path(results).glob(f'{SIDEBYSIDE}/*.jsonl')):
+        rows = read_rows(path)
+        if not rows or (rows[0]['device'] == 'cpu' and not include_cpu):
+            continue
+        s = summarize_pairs(rows)
+        lines.append(f"| `{rows[0]['script']}` | `{rows[0]['reference']['script']}` | {rows[0]['device']} | "
+                     f"{s['pairs']} | **{s['ratio_median']:.3f}** ({s['ratio_min']:.3f} to {s['ratio_max']:.3f}) | "
+                     f"{s['ours_time_median']:.3f} / {s['reference_time_median']:.3f} | "
+                     f"{100 * s['ours_mean']:.2f}% / {100 * s['reference_mean']:.2f}% |")
+    if not lines:
+        return None
+    return '\n'.join([SIDEBYSIDE_HEADING, '', '| ' + ' | '.join(SIDEBYSIDE_HEADER) + ' |',
+                      '|' + '---|' * len(SIDEBYSIDE_HEADER), *lines])
 
 
 def script_order(script):
@@ -102,9 +128,11 @@ def hardware_table(hardware, logs):
 def make_block(results, include_cpu=False):
     """The markdown between the markers."""
     found = collect(results, include_cpu)
-    if not found:
+    side = sidebyside_table(results, include_cpu)
+    if not found and not side:
         return EMPTY
-    return '\n\n'.join([hardware_table(hardware, found[hardware]) for hardware in sorted(found)] + [CAPTION])
+    tables = [hardware_table(hardware, found[hardware]) for hardware in sorted(found)] + ([CAPTION] if found else [])
+    return '\n\n'.join(tables + ([side] if side else []))
 
 
 def replace_block(text, block, readme):

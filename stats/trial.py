@@ -32,7 +32,8 @@ from stats.summary import describe, format_summary, mean_std, values, verdict
 NOT_CONFIG = ('runs', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
               'save_model')
 GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
-METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'hyp', 'args')
+METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'hyp',
+            'args')
 RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds', 'peak_memory_bytes')
 
 
@@ -168,7 +169,8 @@ class Trial:
         self.seeds = self.plan(logged)
         # Hashed now, not per run: this process runs the code it loaded at start, whatever happens to the file.
         self.provenance = {'device': device, 'git_commit': provenance.git_commit(self.script.parent, args.out),
-                           'script_sha256': provenance.file_sha256(self.script), 'versions': provenance.versions()}
+                           'script_sha256': provenance.file_sha256(self.script), 'versions': provenance.versions(),
+                           'gpu_info': provenance.gpu_info(args.device)}
         print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
               f'{format_seeds(self.seeds)})')
 

@@ -59,7 +59,7 @@ def test_rows_hold_result_provenance_and_config(script, tmp_path):
     assert row['script'] == 'main0_network.py' and row['variant'] == 'full' and row['hyp'] == HYP
     assert row['args']['subset'] == 256 and 'data_dir' not in row['args'] and 'runs' not in row['args']
     assert row['device'] == 'cpu' and row['git_commit'] == 'unknown' and len(row['script_sha256']) == 64
-    assert set(row['versions']) == {'python', 'torch', 'cuda', 'triton'} and row['date'].endswith('+00:00')
+    assert set(row['versions']) == {'python', 'torch', 'cuda', 'cudnn', 'triton'} and row['date'].endswith('+00:00')
 
 
 def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
