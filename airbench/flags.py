@@ -73,8 +73,13 @@ def add_flag(parser, name, default, help_text):
         parser.add_argument(flag, dest=name, default=default, type=kind, help=f'{help_text} (default {default})')
 
 
-def build_parser(hyp, description=None):
+def build_parser(hyp, description=None, defaults=None):
+    """defaults: a script's own defaults for run flags, e.g. {'ternary': True} in ternary94.py."""
     parser = Parser(description=description, allow_abbrev=False)
+    defaults = defaults or {}
+    unknown = set(defaults) - set(RUN_FLAGS)
+    if unknown:
+        raise ValueError(f'defaults for unknown run flags: {sorted(unknown)}')
     names = set(RUN_FLAGS)
     for path, value in flag_leaves(hyp):
         if path[-1] in names:
@@ -82,7 +87,7 @@ def build_parser(hyp, description=None):
         names.add(path[-1])
         add_flag(parser, path[-1], value, 'hyp: ' + '.'.join(path))
     for name, (default, help_text) in RUN_FLAGS.items():
-        add_flag(parser, name, default, help_text)
+        add_flag(parser, name, defaults.get(name, default), help_text)
     return parser
 
 
@@ -101,11 +106,11 @@ def resolve_device(name):
     return name
 
 
-def parse_flags(hyp, argv=None, description=None):
+def parse_flags(hyp, argv=None, description=None, defaults=None):
     """Returns (resolved copy of hyp, args) and prints both, so every log starts with its configuration.
     Also makes UserErrors print as one line from here on."""
     install_excepthook()
-    args = build_parser(hyp, description).parse_args(argv)
+    args = build_parser(hyp, description, defaults).parse_args(argv)
     resolved = copy.deepcopy(hyp)
     for path, _ in flag_leaves(hyp):
         node = resolved

@@ -43,3 +43,12 @@ def test_leaf_names_must_be_unique():
         parse_flags({'opt': {'lr': 1.0}, 'net': {'lr': 2.0}}, [])
     with pytest.raises(ValueError, match="'runs' is not unique"):
         parse_flags({'opt': {'runs': 1}}, [])
+
+
+def test_a_script_can_set_its_own_run_flag_defaults():
+    _, args = parse_flags(HYP, [], defaults={'ternary': True})
+    assert args.ternary is True
+    _, args = parse_flags(HYP, ['--no-ternary'], defaults={'ternary': True})
+    assert args.ternary is False
+    with pytest.raises(ValueError, match='unknown run flags'):
+        parse_flags(HYP, [], defaults={'ternery': True})

@@ -51,6 +51,14 @@ def test_ternary_and_distillation_end_to_end(synthetic_cache, tmp_path):
     assert variants == {'full', 'ternary-kd'}
 
 
+def test_ternary94_is_ternary_by_default_and_keeps_the_whitening_conv(synthetic_cache, tmp_path):
+    proc = run_script('ternary94.py', *tiny_flags('ternary94.py', synthetic_cache, tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'full precision: whiten' in proc.stdout and 'layers.0.conv1' in proc.stdout
+    [row] = logged_rows(tmp_path, 'ternary94.py')
+    assert row['variant'] == 'ternary' and row['args']['ternary'] is True
+
+
 def test_ternary_under_torch_compile(synthetic_cache, tmp_path):
     proc = run_script('main8_compile.py', *tiny_flags('main8_compile.py', synthetic_cache, tmp_path),
                       '--ternary', '--no-ternary-keep-first', '--no-warmup')
