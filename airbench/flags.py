@@ -16,6 +16,7 @@ from airbench.errors import UsageError, UserError, install_excepthook
 # Run control: name -> (default, help). Types come from the defaults; None defaults are strings.
 RUN_FLAGS = {
     'runs': (1, 'number of timed runs (seeds) to do after the warm-up run'),
+    'resume': (False, 'do only those of seeds seed .. seed+runs-1 the log lacks: finish a job that was cut off'),
     'seed': (0, 'seed of the first run; run r of a trial uses seed + r'),
     'data_dir': (None, 'folder with CIFAR-10 (binary or python layout, or a cache); default $CIFAR10_DIR'),
     'device': ('auto', "'cuda', 'cpu' or 'auto' (cuda when available)"),

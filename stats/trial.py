@@ -10,6 +10,8 @@
 Seeds (STYLE.md item 11): run r has seed args.seed + r.
 - Default: the next args.runs seeds from args.seed upward that the log does not hold yet, so running the
   same command again adds new seeds.
+- `--resume`: only those of seeds args.seed .. args.seed + args.runs - 1 that the log lacks, so running a
+  cut-off command again finishes it and running a finished one does nothing.
 - `--shard K/N`: the runs r < args.runs with r % N == K - 1, less the seeds already logged (in the shard
   log or the main log), so a rerun of a killed job finishes its slice. Rows go to the shard log.
 - `--gpus all|0,1,...`: this process plans the seeds, then starts one copy of the script per GPU with
@@ -29,7 +31,7 @@ from stats.log import append_row, check_rows, log_path, read_rows, same_config
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
 # Flags that do not change what a run computes, so rows that differ only in them are pooled (the contract's list).
-NOT_CONFIG = ('runs', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
+NOT_CONFIG = ('runs', 'resume', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
               'save_model')
 GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
 METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'hyp',
@@ -203,6 +205,8 @@ class Trial:
             return [seed for seed in child_seeds if seed not in logged]
         if self.shard:
             return shard_seeds(self.args.seed, self.args.runs, self.shard, logged)
+        if self.args.resume:  # the one-slice case of a shard
+            return shard_seeds(self.args.seed, self.args.runs, (1, 1), logged)
         return next_seeds(self.args.seed, self.args.runs, logged)
 
     def pending(self):

@@ -20,7 +20,7 @@ HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'w
 
 def make_args(out, **overrides):
     """The run-control namespace of the contract, with its defaults; device already resolved."""
-    defaults = dict(runs=1, seed=0, data_dir=None, device='cpu', out=str(out), variant=None, force=False, shard=None,
+    defaults = dict(runs=1, resume=False, seed=0, data_dir=None, device='cpu', out=str(out), variant=None, force=False, shard=None,
                     gpus=None, subset=0, warmup=True, ternary=False, ternary_acts=0, ternary_per_channel=False,
                     ternary_keep_first=True, ternary_keep_last=False, teacher=None, kd_alpha=0.5,
                     kd_temperature=4.0, save_model=None)
@@ -70,6 +70,13 @@ def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
     trial.report()
     out = capsys.readouterr().out
     assert 'mean/std over 3 runs' in out and 'n=5' in out and 'verdict: ' in out
+
+
+def test_resume_finishes_the_planned_seeds_only(script, tmp_path):
+    run_trial(script, make_args(tmp_path, runs=2))
+    assert Trial(script, HYP, make_args(tmp_path, runs=2, resume=True)).pending() == []
+    trial = run_trial(script, make_args(tmp_path, runs=4, resume=True))
+    assert trial.pending() == [(2, 2), (3, 3)] and logged_seeds(trial.path) == [0, 1, 2, 3]
 
 
 def test_shards_split_the_runs_and_resume_by_seed(script, tmp_path):
