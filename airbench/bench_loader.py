@@ -32,6 +32,7 @@ def main():
     parser.add_argument('--flip', default='alternating')
     parser.add_argument('--translate', type=int, default=2)
     parser.add_argument('--cutout', type=int, default=0)
+    parser.add_argument('--out', default='results', help='results folder: the result is appended to bench/ there')
     args = parser.parse_args()
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.subset = 0
@@ -43,6 +44,10 @@ def main():
     images_seen = args.epochs * len(loader) * args.batch_size
     print(f'{name}: {images_seen / seconds:,.0f} images/s over {args.epochs} epochs '
           f'(flip {args.flip}, translate {args.translate}, cutout {args.cutout}, batch {args.batch_size})')
+    from stats.bench import record_bench  # the results log lives in stats/, which the loader does not need
+    settings = {key: getattr(args, key) for key in ('epochs', 'batch_size', 'flip', 'translate', 'cutout')}
+    print('appended to ' + str(record_bench('loader', device, {'images_per_second': images_seen / seconds,
+                                                               'seconds': seconds}, settings, args.out)))
 
 
 if __name__ == '__main__':

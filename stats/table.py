@@ -10,6 +10,7 @@ The block between the markers is rewritten whole; everything else in the README 
 from pathlib import Path
 
 from airbench.errors import UserError
+from stats.bench import BENCH
 from stats.ladder import LADDER, STANDALONE, find_rung
 from stats.log import is_shard_log, read_rows
 from stats.sidebyside import summarize_pairs
@@ -45,7 +46,7 @@ def collect(results, include_cpu=False):
     found = {}
     for path in sorted(Path(results).glob('*/*.jsonl')):
         script, variant, hardware = parse_log_name(path)
-        if path.parent.name == SIDEBYSIDE or is_shard_log(path) or not hardware or (hardware == 'cpu' and not include_cpu):
+        if path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path) or not hardware or (hardware == 'cpu' and not include_cpu):
             continue
         rows = read_rows(path)
         if rows:

@@ -1,6 +1,6 @@
 """Times the ternary kernels on CUDA against their PyTorch references, eager and under torch.compile.
 
-    python -m ternary.bench
+    python -m ternary.bench [--out results]
 
 (a) Weight quantization as a training step does it for every ternary layer: W_q = s·codes from fp16 weights
     of the ladder's shapes, per-tensor and per-channel scales.
@@ -9,12 +9,16 @@
 
 Each entry is the median over 100 CUDA-event-timed groups of 10 calls, after 10 warm-up calls (and after
 compilation). Every Triton output is checked for exact equality with its reference before it is timed.
+The table is printed and appended to results/bench/ternary-kernels__<gpu>.jsonl.
 """
 import statistics
 import sys
 
 import torch
 
+from airbench.errors import install_excepthook
+from airbench.flags import Parser
+from stats.bench import record_bench
 from ternary import quant
 from ternary.export import pack_codes
 
@@ -48,9 +52,11 @@ def compiled(fn):
 
 
 def print_row(name, times, base):
-    cells = ''.join(f'{t:12.1f}' for t in times.values())
-    speedups = ''.join(f'{times[b] / times["triton"]:18.2f}x' for b in base)
-    print(f'{name:40s}{cells}{speedups}')
+    """Prints one row and returns it as a results entry: microseconds and Triton's speedups."""
+    speedups = {b: times[b] / times['triton'] for b in base}
+    print(f'{name:40s}' + ''.join(f'{t:12.1f}' for t in times.values()) +
+          ''.join(f'{s:18.2f}x' for s in speedups.values()))
+    return {'name': name, 'median_us': times, 'triton_speedup_vs': speedups}
 
 
 def print_header(title, columns, base):
@@ -59,7 +65,7 @@ def print_header(title, columns, base):
 
 
 def bench_weight_quant(kernels):
-    base = ['eager', 'compile']
+    base, rows = ['eager', 'compile'], []
     for per_channel in (False, True):
         print_header(f'(a) weight quantization, fp16, {"per-channel" if per_channel else "per-tensor"} '
                      f'scale: median us per call', base + ['triton'], base)
@@ -71,13 +77,14 @@ def bench_weight_quant(kernels):
             check(triton_fn(), reference(), 'x'.join(map(str, shape)))
             times = {'eager': time_us(reference), 'compile': time_us(compiled(reference)),
                      'triton': time_us(triton_fn)}
-            print_row('x'.join(map(str, shape)), times, base)
+            rows.append(print_row('x'.join(map(str, shape)), times, base) | {'per_channel': per_channel})
             totals = {k: totals[k] + times[k] for k in totals}
-        print_row('all four (one step)', totals, base)
+        rows.append(print_row('all four (one step)', totals, base) | {'per_channel': per_channel})
+    return rows
 
 
 def bench_packed_matmul(kernels):
-    base = ['fp16', 'eager', 'compile']
+    base, rows = ['fp16', 'eager', 'compile'], []
     print_header('(b) packed inference matmul (M x K x N): median us per call; fp16 dense = cuBLAS, unquantized',
                  ['fp16 dense', 'ref eager', 'ref compile', 'triton'], base)
     for name, (m, k, n) in MATMUL_SHAPES.items():
@@ -92,7 +99,8 @@ def bench_packed_matmul(kernels):
                  'eager': time_us(lambda: kernels.packed_matmul_reference(*args)),
                  'compile': time_us(lambda: reference_compiled(*args)),
                  'triton': time_us(lambda: kernels.packed_matmul(*args))}
-        print_row(f'{name} ({m}x{k}x{n})', times, base)
+        rows.append(print_row(f'{name} ({m}x{k}x{n})', times, base))
+    return rows
 
 
 def check(out, reference, name):
@@ -101,6 +109,10 @@ def check(out, reference, name):
 
 
 def main():
+    install_excepthook()
+    parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument('--out', default='results', help='results folder: the table is appended to bench/ there')
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         print('ternary.bench needs a CUDA GPU (it times CUDA kernels); none is visible, nothing to do')
         return
@@ -112,8 +124,9 @@ def main():
         return
     print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, '
           f'CUDA {torch.version.cuda}')
-    bench_weight_quant(kernels)
-    bench_packed_matmul(kernels)
+    measurements = {'weight_quant': bench_weight_quant(kernels), 'packed_matmul': bench_packed_matmul(kernels)}
+    settings = {'weight_shapes': WEIGHT_SHAPES, 'matmul_shapes': MATMUL_SHAPES, 'reps': 100, 'inner': 10}
+    print('appended to ' + str(record_bench('ternary-kernels', 'cuda', measurements, settings, args.out)))
 
 
 if __name__ == '__main__':
