@@ -1,0 +1,70 @@
+#!/bin/bash
+# The GPU evidence plan: every measurement the README's tables need, in phases that each fit one
+# 10-minute command and can be run again at will. Every training job uses --resume, so a phase that was cut
+# off finishes its seeds the next time and a finished one costs nothing; every row lands in results/ as
+# its run ends, and results/ is copied to $OUT every 15 s, so rows come back even from a killed command.
+#
+#   bash tools/gpu_evidence.sh PHASE        PHASE: smoke final ladder-a ladder-b resnet sidebyside
+#                                                  sidebyside-compiled ternary ternary-kd ternary94
+# Settings (environment): DATA (CIFAR-10 folder, default .cifar/data), OUT (where results/ is copied,
+# default $OUT or /tmp/gpu-evidence), BUDGET (seconds before no new job starts, default 560), REF (folder
+# with airbench94.py and airbench94_compiled.py from github.com/KellerJordan/cifar10-airbench legacy/,
+# default .reference/src; git-ignored, never committed: fill it from a clone with
+#   git -C CLONE show HEAD:legacy/airbench94.py > .reference/src/airbench94.py   (and airbench94_compiled.py)
+# and on the device machine carry it along with the checkout).
+#
+# Rough H100 cost per phase, from the published A100 times (not yet measured here): smoke ~6 min (first seed
+# of every script plus its warm-up, the loader and kernel benchmarks), final ~8 min (main8 and main7, n=50),
+# ladder-a/-b ~8 min each (main0-main3 / main4-main6, n=25), resnet ~4 min (n=5), sidebyside ~3 min and
+# sidebyside-compiled ~6 min (10 pairs; max-autotune compilation of the reference), ternary ~10 min (every
+# rung, n=10), ternary-kd ~3 min, ternary94 ~6 min (n=25).
+set -u
+cd "$(dirname "$0")/.."
+PHASE=${1:?usage: bash tools/gpu_evidence.sh PHASE (see the top of this file)}
+DATA=${DATA:-.cifar/data}
+OUT=${OUT:-/tmp/gpu-evidence}
+REF=${REF:-.reference/src}
+if [ ! -f "$DATA/cifar-10-batches-bin/test_batch.bin" ]; then
+    echo "error: no CIFAR-10 binary version under $DATA: copy it there first, or set DATA"; exit 3
+fi
+DEADLINE=$(( $(date +%s) + ${BUDGET:-560} ))
+
+save() { mkdir -p "$OUT" && cp -r results "$OUT/"; }
+( while sleep 15; do save; done ) & SAVER=$!
+trap 'kill $SAVER 2>/dev/null; save' EXIT
+
+job() {  # job COMMAND...: runs it under what is left of the budget; never starts one with under 30 s left
+    local left=$(( DEADLINE - $(date +%s) ))
+    if [ $left -lt 30 ]; then echo "== skipped, budget spent: $*"; return; fi
+    echo "== $* (budget left ${left} s)"
+    timeout --signal=INT $left "$@" 2>&1 | grep -v '^|' | tail -n 8  # the summary, not the per-epoch table
+}
+runs() {  # runs SCRIPT N [FLAGS...]: seeds 0..N-1 of SCRIPT, only those the log lacks
+    local script=$1 n=$2; shift 2
+    job python "$script" --data-dir "$DATA" --runs "$n" --resume "$@"
+}
+
+LADDER="main0_network.py main1_whiten.py main2_dirac.py main3_scalebias.py main4_freeze.py main5_lookahead.py
+        main6_tta.py main7_mirror.py main8_compile.py"
+case "$PHASE" in
+smoke)
+    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
+    job python -m pytest -q tests/test_ternary_kernels.py tests/test_ternary.py
+    job python -m airbench.bench_loader --data-dir "$DATA"
+    job python -m ternary.bench
+    for script in $LADDER train_resnet18.py ternary94.py; do runs "$script" 1; done ;;
+final)     runs main8_compile.py 50; runs main7_mirror.py 50 ;;
+ladder-a)  for script in main0_network.py main1_whiten.py main2_dirac.py main3_scalebias.py; do runs "$script" 25; done ;;
+ladder-b)  for script in main4_freeze.py main5_lookahead.py main6_tta.py; do runs "$script" 25; done ;;
+resnet)    runs train_resnet18.py 5 ;;
+sidebyside)
+    job python -m stats sidebyside main7_mirror.py "$REF/airbench94.py" --pairs 10 --data-dir "$DATA" ;;
+sidebyside-compiled)
+    job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 10 --data-dir "$DATA" ;;
+ternary)   for script in $LADDER; do runs "$script" 10 --ternary; done ;;
+ternary-kd)
+    [ -f .teacher/main8.pt ] || job python main8_compile.py --data-dir "$DATA" --variant teacher --save-model .teacher/main8.pt
+    runs main8_compile.py 10 --ternary --teacher .teacher/main8.pt ;;
+ternary94) runs ternary94.py 25 ;;
+*) echo "error: unknown phase '$PHASE': see the top of tools/gpu_evidence.sh"; exit 2 ;;
+esac
