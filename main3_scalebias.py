@@ -147,6 +147,7 @@ def init_whitening_conv(conv, images, eps=5e-4):
     eigenvalues, eigenvectors = torch.linalg.eigh(patch_covariance(images, conv.kernel_size[0]))
     filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).view(-1, *conv.weight.shape[1:])
     conv.weight.data.copy_(torch.cat([filters, -filters]))
+    conv.bias.data.zero_()  # torch's default draws it at random (+-0.29): that would offset the whitened outputs
 
 #############################################
 #             Optimizer Extras              #
