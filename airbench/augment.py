@@ -25,22 +25,23 @@ def alternating_flip_mask(base_mask, epoch):
 
 def batch_translate(images, pad, generator):
     """Shifts each image by up to `pad` pixels in each direction: reflect-pad, then a random crop of the
-    original size. The crop is done one axis at a time, looping over the 2*pad+1 offsets, so the cost is
-    2*(2*pad+1) masked copies instead of a gather with an index per pixel."""
+    original size. The crop is done one axis at a time, choosing among the 2*pad+1 shifted views with
+    torch.where: a few passes over the batch, no gather with an index per pixel, and no boolean-mask
+    indexing, which would make the host wait for the GPU (it needs the count of True entries)."""
     if pad == 0:
         return images
     n, _, h, w = images.shape
     padded = F.pad(images, (pad,) * 4, mode='reflect')
-    offsets = torch.randint(0, 2 * pad + 1, (2, n), device=generator.device, generator=generator)
-    rows = torch.empty_like(padded[:, :, :h, :])
-    for dy in range(2 * pad + 1):
-        mask = offsets[0] == dy
-        rows[mask] = padded[mask, :, dy:dy + h, :]
-    out = torch.empty_like(images)
-    for dx in range(2 * pad + 1):
-        mask = offsets[1] == dx
-        out[mask] = rows[mask, :, :, dx:dx + w]
-    return out
+    offsets = torch.randint(0, 2 * pad + 1, (2, n, 1, 1, 1), device=generator.device, generator=generator)
+    rows = padded[:, :, :h, :]
+    for dy in range(1, 2 * pad + 1):
+        rows = torch.where(offsets[0] == dy, padded[:, :, dy:dy + h, :], rows)
+    out = rows[:, :, :, :w]
+    for dx in range(1, 2 * pad + 1):
+        out = torch.where(offsets[1] == dx, rows[:, :, :, dx:dx + w], out)
+    # In the input's memory layout (channels_last on CUDA), as the convs want it.
+    layout = torch.channels_last if images.is_contiguous(memory_format=torch.channels_last) else None
+    return out.contiguous(memory_format=layout or torch.contiguous_format)
 
 
 def batch_cutout(images, size, generator):

@@ -34,6 +34,7 @@ class CifarLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.mean = torch.tensor(CIFAR_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR_STD, device=self.device).view(1, 3, 1, 1)
+        self.normalized_images = None  # made on first use, then kept: epochs only flip, shift and cut it
         self.reseed(seed)
 
     def reseed(self, seed):
@@ -50,7 +51,9 @@ class CifarLoader:
         return n // bs if self.drop_last else (n + bs - 1) // bs
 
     def augmented_epoch(self):
-        images = self.normalize(self.images)
+        if self.normalized_images is None:
+            self.normalized_images = self.normalize(self.images)
+        images = self.normalized_images
         if self.flip == 'alternating':
             if self.base_flip_mask is None:
                 self.base_flip_mask = random_flip_mask(len(images), self.generator)

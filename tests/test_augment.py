@@ -30,6 +30,8 @@ def test_translate_keeps_size_and_shifts_content():
         shifts.append(matches[0])
     assert len(set(shifts)) == 25  # every offset occurs
     assert torch.equal(batch_translate(images, 0, generator()), images)
+    channels_last = batch_translate(images.contiguous(memory_format=torch.channels_last), 2, generator())
+    assert channels_last.is_contiguous(memory_format=torch.channels_last) and torch.equal(channels_last, out)
 
 
 def test_random_flip_is_about_half():
@@ -105,3 +107,15 @@ def test_batching_shuffle_and_drop_last():
     assert x.dtype == torch.float32 and abs(test.normalize(test.images).mean()) < 0.5
     with pytest.raises(UserError, match="flip must be one of none, random, alternating, got 'sideways'"):
         CifarLoader(images, labels, 100, 'cpu', flip='sideways')
+
+
+def test_augmented_epochs_leave_the_kept_normalized_images_untouched():
+    images, labels = uint8_dataset(200)
+    loader = CifarLoader(images, labels, 50, 'cpu', train=True, flip='alternating', translate=2, cutout=8)
+    for _ in range(3):
+        batches(loader)
+    assert torch.equal(loader.normalized_images, loader.normalize(loader.images))
+    plain = CifarLoader(images, labels, 50, 'cpu')
+    first, second = batches(plain, epochs=1), batches(plain, epochs=1)
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, second))
+    assert torch.equal(torch.cat([x for x, _ in first]), plain.normalize(plain.images))
