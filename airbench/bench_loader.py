@@ -1,8 +1,9 @@
 """Benchmark (not a test): images/second of augmented training epochs from CifarLoader.
 
 python -m airbench.bench_loader [--data-dir DIR] [--epochs 10] [--translate 2] [--cutout 0] [--flip alternating]
-Times whole epochs (normalize, flip, translate, cutout, shuffle, slicing every batch) with CUDA events
-after one untimed warm-up epoch. On a machine without a GPU it runs on the CPU and says so.
+Times whole epochs (flip, translate, cutout, shuffle, slicing every batch) with CUDA events after one untimed
+warm-up epoch, which also normalizes the split once (the loader keeps it). Without a GPU it runs on the CPU
+and says so.
 """
 import torch
 
