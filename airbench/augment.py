@@ -6,6 +6,8 @@ same device, so a seed fixes every random choice and no CPU work happens per ima
 import torch
 import torch.nn.functional as F
 
+FLIPS = ('none', 'random', 'alternating')
+
 
 def random_flip_mask(n, generator):
     return torch.rand(n, device=generator.device, generator=generator) < 0.5

@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from airbench.augment import FLIPS
 from airbench.errors import UsageError, UserError, install_excepthook
 
 # Run control: name -> (default, help). Types come from the defaults; None defaults are strings.
@@ -37,6 +38,52 @@ RUN_FLAGS = {
     'kd_temperature': (4.0, 'softmax temperature of the distillation term'),
     'save_model': (None, 'write the last trained model to this path'),
 }
+
+
+# Ranges of the hyp leaves the scripts share, checked after parsing so a bad value is one line here rather than
+# a crash (or silent nonsense) deep inside a run: name -> (test, what is expected).
+TRAIN_IMAGES = 50_000
+HYP_RANGES = {
+    'epochs': (lambda v: v > 0, '> 0'),
+    'batch_size': (lambda v: v > 0, '> 0'),
+    'lr': (lambda v: v > 0, '> 0'),
+    'momentum': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'weight_decay': (lambda v: v >= 0, '>= 0'),
+    'label_smoothing': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'warmup_frac': (lambda v: 0 <= v <= 1, 'in [0, 1]'),
+    'lr_start': (lambda v: v >= 0, '>= 0'),
+    'lr_end': (lambda v: v >= 0, '>= 0'),
+    'bias_scaler': (lambda v: v > 0, '> 0'),
+    'whiten_bias_epochs': (lambda v: v >= 0, '>= 0'),
+    'ema_every': (lambda v: v >= 1, '>= 1'),
+    'ema_decay': (lambda v: 0 <= v <= 1, 'in [0, 1]'),
+    'flip': (lambda v: v in FLIPS, ', '.join(FLIPS)),
+    'translate': (lambda v: 0 <= v < 32, 'in 0..31 (reflect padding needs it below the image size)'),
+    'cutout': (lambda v: 0 <= v <= 32, 'in 0..32'),
+    'block1': (lambda v: v >= 1, '>= 1'),
+    'block2': (lambda v: v >= 1, '>= 1'),
+    'block3': (lambda v: v >= 1, '>= 1'),
+    'width': (lambda v: v >= 1, '>= 1'),
+    'bn_momentum': (lambda v: 0 <= v <= 1, 'in [0, 1]'),
+    'logit_scale': (lambda v: v > 0, '> 0'),
+    'tta_level': (lambda v: v in (0, 1, 2), '0, 1 or 2'),
+}
+
+
+def check_ranges(hyp, args):
+    """One-line UserErrors for values no run can use: zero epochs, an empty batch, a subset too small to
+    hold one training batch (training drops the last partial batch), a momentum of 1, ..."""
+    for path, value in flag_leaves(hyp):
+        test, expected = HYP_RANGES.get(path[-1], (None, None))
+        if test and not test(value):
+            raise UserError(f"--{path[-1].replace('_', '-')} must be {expected}, got {value}")
+    if args.subset < 0:
+        raise UserError(f'--subset must be >= 0 (0: all images), got {args.subset}')
+    batch_size = next((v for path, v in flag_leaves(hyp) if path[-1] == 'batch_size'), None)
+    train_images = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
+    if batch_size and batch_size > train_images:
+        raise UserError(f'the training set ({train_images:,} images) must hold at least one batch of {batch_size:,}: '
+                        f'lower --batch-size' + (' or raise --subset' if args.subset else ''))
 
 
 class Parser(argparse.ArgumentParser):
@@ -119,6 +166,7 @@ def parse_flags(hyp, argv=None, description=None, defaults=None):
             node = node[key]
         node[path[-1]] = getattr(args, path[-1])
         delattr(args, path[-1])
+    check_ranges(resolved, args)
     args.device = resolve_device(args.device)
     args.data_dir = args.data_dir or os.environ.get('CIFAR10_DIR')
     print('hyp: ' + json.dumps(resolved))

@@ -6,12 +6,10 @@ then slices of one shuffled index.
 """
 import torch
 
-from airbench.augment import (alternating_flip_mask, batch_cutout, batch_flip_lr, batch_translate,
+from airbench.augment import (FLIPS, alternating_flip_mask, batch_cutout, batch_flip_lr, batch_translate,
                               random_flip_mask)
 from airbench.data import load_cifar10
 from airbench.errors import UserError
-
-FLIPS = ('none', 'random', 'alternating')
 
 # Channel statistics of the 50,000 training images (pixel / 255), as published with the dataset.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

@@ -52,3 +52,46 @@ def test_a_script_can_set_its_own_run_flag_defaults():
     assert args.ternary is False
     with pytest.raises(ValueError, match='unknown run flags'):
         parse_flags(HYP, [], defaults={'ternery': True})
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--epochs', '0'], r'--epochs must be > 0, got 0.0'),
+    (['--epochs', '-1'], r'--epochs must be > 0'),
+    (['--batch-size', '0'], r'--batch-size must be > 0, got 0'),
+    (['--subset', '-5'], r'--subset must be >= 0'),
+    (['--subset', '500'], r'training set \(500 images\) must hold at least one batch of 1,024: lower --batch-size or raise --subset'),
+    (['--batch-size', '60000'], r'training set \(50,000 images\) must hold at least one batch of 60,000: lower --batch-size$'),
+    (['--cutout', '40'], r'--cutout must be in 0..32'),
+    (['--flip', 'sideways'], r'--flip must be none, random, alternating, got sideways'),
+])
+def test_values_no_run_can_use_are_one_line_errors(argv, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_flags(HYP, argv)
+    assert '\n' not in str(info.value)
+
+
+def test_values_at_the_edge_of_their_range_pass():
+    hyp, args = parse_flags(HYP, ['--subset', '1024', '--epochs', '0.01', '--cutout', '32'])
+    assert hyp['opt']['epochs'] == 0.01 and args.subset == 1024 and hyp['aug']['cutout'] == 32
+
+
+def test_every_shared_hyp_leaf_of_the_rungs_has_a_range():
+    """A new leaf in a rung's hyp should get its range here too (or be added on purpose to the exceptions)."""
+    import importlib
+    from airbench.flags import HYP_RANGES, flag_leaves
+    rungs = ['main0_network', 'main1_whiten', 'main2_dirac', 'main3_scalebias', 'main4_freeze', 'main5_lookahead',
+             'main6_tta', 'main7_mirror', 'main8_compile', 'train_resnet18', 'ternary94']
+    leaves = {path[-1] for name in rungs for path, _ in flag_leaves(importlib.import_module(name).hyp)}
+    assert leaves - set(HYP_RANGES) == set()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--momentum', '1'], r'--momentum must be in \[0, 1\), got 1.0'),
+    (['--label-smoothing', '1.5'], r'--label-smoothing must be in \[0, 1\)'),
+    (['--translate', '-1'], r'--translate must be in 0..31'),
+    (['--tta-level', '3'], r'--tta-level must be 0, 1 or 2, got 3'),
+])
+def test_a_rungs_own_leaves_are_range_checked(argv, message):
+    import main8_compile
+    with pytest.raises(UserError, match=message):
+        parse_flags(main8_compile.hyp, argv)
