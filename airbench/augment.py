@@ -41,9 +41,13 @@ def batch_translate(images, pad, generator):
     out = rows[:, :, :, :w]
     for dx in range(1, 2 * pad + 1):
         out = torch.where(offsets[1] == dx, rows[:, :, :, dx:dx + w], out)
-    # In the input's memory layout (channels_last on CUDA), as the convs want it.
-    layout = torch.channels_last if images.is_contiguous(memory_format=torch.channels_last) else None
-    return out.contiguous(memory_format=layout or torch.contiguous_format)
+    return in_layout_of(images, out)
+
+
+def in_layout_of(images, out):
+    """`out` in the memory layout of `images` (channels_last on CUDA, as the convs want it)."""
+    channels_last = images.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def batch_cutout(images, size, generator):
@@ -58,4 +62,4 @@ def batch_cutout(images, size, generator):
     in_rows = (ys >= top) & (ys < top + size)
     in_cols = (xs >= left) & (xs < left + size)
     square = in_rows[:, :, None] & in_cols[:, None, :]
-    return images.masked_fill(square[:, None], 0)
+    return in_layout_of(images, images.masked_fill(square[:, None], 0))

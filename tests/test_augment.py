@@ -55,6 +55,8 @@ def test_cutout_zeroes_exactly_the_square(size):
         assert square.sum() == size * size
         assert len(rows) == size and len(cols) == size and rows[-1] - rows[0] == size - 1
     assert torch.equal(out[~zero], images[~zero])
+    channels_last = batch_cutout(images.contiguous(memory_format=torch.channels_last), size, generator())
+    assert channels_last.is_contiguous(memory_format=torch.channels_last) and torch.equal(channels_last, out)
 
 
 def uint8_dataset(n):
@@ -119,3 +121,4 @@ def test_augmented_epochs_leave_the_kept_normalized_images_untouched():
     first, second = batches(plain, epochs=1), batches(plain, epochs=1)
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, second))
     assert torch.equal(torch.cat([x for x, _ in first]), plain.normalize(plain.images))
+
