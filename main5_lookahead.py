@@ -229,7 +229,7 @@ def evaluate(model, loader, tta_level=0):
     """Test accuracy; with tta_level > 0 the logits of several views of each image are averaged."""
     model.eval()
     with torch.no_grad():
-        images = loader.normalize(loader.images)
+        images = loader.normalized_images
         logits = torch.cat([infer_views(model, batch, tta_level) for batch in images.split(2000)])
     return (logits.argmax(1) == loader.labels).float().mean().item()
 
@@ -288,12 +288,10 @@ def prepare(args):
     The warm-up loader has random labels: its run only pays for cudnn autotuning."""
     model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
     data = load_data(args)
-    # Moved to the device once, so that the warm-up loader shares the training images rather than copying them.
-    images, labels = (tensor.to(args.device) for tensor in data['train'])
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])
-    train_loader = CifarLoader(images, labels, batch_size, args.device, **augment)
-    warmup_loader = CifarLoader(images, torch.randint_like(labels, 10), batch_size, args.device, **augment)
+    train_loader = CifarLoader(*data['train'], batch_size, args.device, **augment)
+    warmup_loader = train_loader.with_labels(torch.randint_like(train_loader.labels, 10))  # shares the images
     test_loader = CifarLoader(*data['test'], 2000, args.device)
     return model, loss_fn, train_loader, test_loader, warmup_loader
 

@@ -2,8 +2,8 @@
 
 python -m airbench.bench_loader [--data-dir DIR] [--epochs 10] [--translate 2] [--cutout 0] [--flip alternating]
 Times whole epochs (flip, translate, cutout, shuffle, slicing every batch) with CUDA events after one untimed
-warm-up epoch, which also normalizes the split once (the loader keeps it). Without a GPU it runs on the CPU
-and says so.
+warm-up epoch. Normalization is not timed: the loader does it once, when it is made, and keeps the result.
+Without a GPU it runs on the CPU and says so.
 """
 import torch
 

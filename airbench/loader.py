@@ -4,6 +4,8 @@ On CUDA batches are fp16 in channels_last memory order; on the CPU they are fp32
 also runs here. No worker processes and no per-batch CPU work: an epoch is a few batched tensor ops and
 then slices of one shuffled index.
 """
+import copy
+
 import torch
 
 from airbench.augment import (FLIPS, alternating_flip_mask, batch_cutout, batch_flip_lr, batch_translate,
@@ -32,8 +34,19 @@ class CifarLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.mean = torch.tensor(CIFAR_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR_STD, device=self.device).view(1, 3, 1, 1)
-        self.normalized_images = None  # made on first use, then kept: epochs only flip, shift and cut it
+        # Made once, outside any timed run, then kept: epochs only flip, shift and cut it.
+        self.normalized_images = self.normalize(self.images)
         self.reseed(seed)
+
+    def with_labels(self, labels):
+        """A loader over the same images (shared on the device, not copied) with other labels, e.g. the random
+        labels of a warm-up run."""
+        if len(labels) != len(self.labels):
+            raise ValueError(f'{len(labels)} labels for {len(self.labels)} images')
+        twin = copy.copy(self)
+        twin.labels = labels.to(self.device)
+        twin.reseed(0)
+        return twin
 
     def reseed(self, seed):
         """Restarts at epoch 0 with a fresh generator: same seed, same batches (on the same device)."""
@@ -49,8 +62,6 @@ class CifarLoader:
         return n // bs if self.drop_last else (n + bs - 1) // bs
 
     def augmented_epoch(self):
-        if self.normalized_images is None:
-            self.normalized_images = self.normalize(self.images)
         images = self.normalized_images
         if self.flip == 'alternating':
             if self.base_flip_mask is None:

@@ -122,3 +122,18 @@ def test_augmented_epochs_leave_the_kept_normalized_images_untouched():
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, second))
     assert torch.equal(torch.cat([x for x, _ in first]), plain.normalize(plain.images))
 
+
+def test_with_labels_shares_the_images_and_changes_only_the_labels():
+    images, labels = uint8_dataset(200)
+    loader = CifarLoader(images, labels, 50, 'cpu', train=True, flip='alternating', translate=2)
+    random_labels = torch.randint_like(labels, 10)
+    twin = loader.with_labels(random_labels)
+    assert twin.images.data_ptr() == loader.images.data_ptr()
+    assert twin.normalized_images.data_ptr() == loader.normalized_images.data_ptr()  # not normalized twice
+    assert torch.equal(twin.labels, random_labels) and torch.equal(loader.labels, labels)
+    loader.reseed(3), twin.reseed(3)
+    for (x1, y1), (x2, y2) in zip(batches(loader, epochs=2), batches(twin, epochs=2)):
+        assert torch.equal(x1, x2)  # same images, same augmentation for the same seed
+    assert loader.epoch == 2 and twin.epoch == 2
+    with pytest.raises(ValueError, match='199 labels for 200 images'):
+        loader.with_labels(labels[:199])
