@@ -2,8 +2,9 @@
 
 Sources, in order: `--data-dir` (or the CIFAR10_DIR environment variable) holding the official binary
 layout (`cifar-10-batches-bin/`), torchvision's python layout (`cifar-10-batches-py/`) or a cache file
-written here (`cifar10_uint8.pt`); otherwise a torchvision download into the cache directory
-(CIFAR10_CACHE, default ~/.cache/cifar10-ladder). Whatever the source, the decoded arrays are cached
+written here (`cifar10_uint8.pt`); otherwise the cache directory (CIFAR10_CACHE, default
+~/.cache/cifar10-ladder): its downloaded copy, else the newest copy converted from a --data-dir, else a
+torchvision download into it. Whatever the source, the decoded arrays are cached
 once, so later starts only read 184 MB of uint8 and take well under a second.
 """
 import hashlib
@@ -41,8 +42,26 @@ def load_cifar10(data_dir=None, cache_dir=None, quiet=False):
         return load_from_dir(Path(data_dir).expanduser(), cache_dir)
     cache_file = cache_dir / CACHE_NAME
     if not cache_file.exists():
+        converted = newest_converted_cache(cache_dir)
+        if converted:  # an earlier --data-dir run already converted a copy: no need to download another
+            if not quiet:
+                print(f'using {converted[0]}, converted from {converted[1]}; pass --data-dir to pick another copy')
+            return read_cache(converted[0])
         download_cifar10(cache_dir, quiet)
     return read_cache(cache_file)
+
+
+def newest_converted_cache(cache_dir):
+    """(path, source folder) of the newest cache converted from a --data-dir folder, or None."""
+    caches = sorted(cache_dir.glob('cifar10-*.pt'), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in caches:
+        try:
+            payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+            if payload.get('format') == CACHE_FORMAT:
+                return path, payload.get('source', 'an unrecorded folder')
+        except Exception:
+            continue  # unreadable: the download path, or an explicit --data-dir, still works
+    return None
 
 
 def load_from_dir(data_dir, cache_dir):
@@ -52,13 +71,16 @@ def load_from_dir(data_dir, cache_dir):
         raise UserError(f'--data-dir {data_dir} does not exist: {FIX_HINT}')
     if (data_dir / CACHE_NAME).exists():
         return read_cache(data_dir / CACHE_NAME)
+    converted = newest_converted_cache(data_dir)  # a cache folder holding only converted copies
+    if converted:
+        return read_cache(converted[0])
     for layout, read_file in [('cifar-10-batches-bin', read_binary_file), ('cifar-10-batches-py', read_python_file)]:
         folder = data_dir / layout if (data_dir / layout).is_dir() else data_dir
         suffix = '.bin' if layout.endswith('bin') else ''
         if (folder / (TEST_FILE + suffix)).exists() or (folder / (TRAIN_FILES[0] + suffix)).exists():
             cache_file = cache_dir / f'cifar10-{fingerprint(folder)}.pt'
             if not cache_file.exists():
-                write_cache(convert_folder(folder, suffix, read_file), cache_file)
+                write_cache(convert_folder(folder, suffix, read_file), cache_file, source=folder.resolve())
             return read_cache(cache_file)
     raise UserError(f'{data_dir} holds neither cifar-10-batches-bin/ nor cifar-10-batches-py/: {FIX_HINT}')
 
@@ -97,13 +119,16 @@ def read_python_file(path):
     try:
         with open(path, 'rb') as f:
             batch = pickle.load(f, encoding='bytes')
-        data, labels = np.asarray(batch[b'data'], dtype=np.uint8), np.asarray(batch[b'labels'])
+        data, labels = np.asarray(batch[b'data']), np.asarray(batch[b'labels'])
     except Exception as exc:
         raise UserError(f'{path} is not a CIFAR-10 python batch ({type(exc).__name__}): '
                         f'copy it again from the official archive') from None
-    if data.shape != (IMAGES_PER_FILE, 3 * 32 * 32) or labels.shape != (IMAGES_PER_FILE,):
-        raise UserError(f'{path} holds {data.shape[0]:,} images of shape {data.shape[1:]}, expected '
-                        f'{IMAGES_PER_FILE:,} of 3072 pixels: the file is truncated or not CIFAR-10')
+    if data.dtype != np.uint8 or data.shape != (IMAGES_PER_FILE, 3 * 32 * 32):
+        raise UserError(f'{path} holds {data.dtype} data of shape {data.shape}, expected uint8 of shape '
+                        f'({IMAGES_PER_FILE}, 3072): the file is truncated or not CIFAR-10')
+    if labels.dtype.kind not in 'iu' or labels.shape != (IMAGES_PER_FILE,):
+        raise UserError(f'{path} holds {labels.dtype} labels of shape {labels.shape}, expected {IMAGES_PER_FILE:,} '
+                        f'whole numbers: the file is truncated or not CIFAR-10')
     return check_labels(path, data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
 
 
@@ -114,9 +139,10 @@ def check_labels(path, images, labels):
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def write_cache(parts, cache_file):
+def write_cache(parts, cache_file, source='torchvision download'):
     """Written atomically, so a failed conversion never leaves a half-written cache."""
-    payload = {'format': CACHE_FORMAT}
+    make_cache_dir(cache_file.parent)
+    payload = {'format': CACHE_FORMAT, 'source': str(source)}
     for split, (images, labels) in parts.items():
         payload[split] = {'images': torch.from_numpy(images), 'labels': torch.from_numpy(labels)}
     with atomic_write(cache_file) as tmp:
@@ -138,10 +164,20 @@ def read_cache(cache_file):
     return parts
 
 
+def make_cache_dir(cache_dir):
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_dir, os.W_OK):
+            raise PermissionError(13, 'not writable')
+    except OSError as exc:
+        raise UserError(f'cannot write the CIFAR-10 cache folder {cache_dir} ({exc.strerror}): set CIFAR10_CACHE '
+                        f'to a writable folder') from None
+
+
 def download_cifar10(cache_dir, quiet=False):
     """Downloads with torchvision into a scratch folder that is removed whatever happens."""
     import torchvision
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    make_cache_dir(cache_dir)
     scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix='.download-'))
     try:
         if not quiet:

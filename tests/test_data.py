@@ -90,12 +90,41 @@ def test_python_layout_wrong_count_and_garbage(python_cifar, cache_dir, tmp_path
     os.remove(folder / 'test_batch')
     with open(folder / 'test_batch', 'wb') as f:
         pickle.dump({b'data': np.zeros((9999, 3072), np.uint8), b'labels': [0] * 9999}, f)
-    with pytest.raises(UserError, match='holds 9,999 images'):
+    with pytest.raises(UserError, match=r'holds uint8 data of shape \(9999, 3072\), expected uint8 of shape \(10000, 3072\)'):
+        load_cifar10(tmp_path)
+    good = {b'data': np.zeros((10_000, 3072), np.uint8)}
+    bad_labels = [([0] * 9999, r'int64 labels of shape \(9999,\)'), ([0.5] * 10_000, 'float64 labels'),
+                  (['cat'] * 10_000, 'labels of shape'), (3, r'int64 labels of shape \(\)')]
+    for labels, message in bad_labels:
+        with open(folder / 'test_batch', 'wb') as f:
+            pickle.dump({**good, b'labels': labels}, f)
+        with pytest.raises(UserError, match=message):
+            load_cifar10(tmp_path)
+    with open(folder / 'test_batch', 'wb') as f:
+        pickle.dump({b'data': 7, b'labels': [0] * 10_000}, f)
+    with pytest.raises(UserError, match=r'holds int64 data of shape \(\)'):
         load_cifar10(tmp_path)
     (folder / 'test_batch').write_bytes(b'not a pickle')
     with pytest.raises(UserError, match='is not a CIFAR-10 python batch'):
         load_cifar10(tmp_path)
     assert cache_files(cache_dir) == []
+
+
+def test_without_data_dir_a_converted_copy_is_used_before_downloading(binary_cifar, cache_dir, monkeypatch, capsys):
+    assert_same(load_cifar10(binary_cifar))  # converted into the cache as cifar10-<fingerprint>.pt
+    monkeypatch.setattr('airbench.data.download_cifar10', lambda *a: pytest.fail('downloaded despite a cache'))
+    assert_same(load_cifar10())
+    assert f"converted from {(binary_cifar / 'cifar-10-batches-bin').resolve()}" in capsys.readouterr().out
+    assert_same(load_cifar10(cache_dir))  # the cache folder itself as --data-dir
+
+
+def test_an_unwritable_cache_folder_is_a_one_line_error(binary_cifar, tmp_path, monkeypatch):
+    (tmp_path / 'file').write_text('a file, not a folder')
+    monkeypatch.setenv('CIFAR10_CACHE', str(tmp_path / 'file' / 'cache'))
+    with pytest.raises(UserError, match=r'cannot write the CIFAR-10 cache folder .* set CIFAR10_CACHE to a writable'):
+        load_cifar10(binary_cifar)
+    with pytest.raises(UserError, match='cannot write the CIFAR-10 cache folder'):
+        load_cifar10()
 
 
 def test_missing_and_wrong_folders(cache_dir, tmp_path):
