@@ -114,9 +114,14 @@ def from_flags(make_net, args, label_smoothing):
     check_kd_flags(args)
     teacher = load_teacher(args.teacher, make_net, args.device)
 
+    teacher_dtype = next(teacher.parameters()).dtype
+    # A teacher kept in fp32 (train_resnet18) runs as its script does on CUDA: in bf16 autocast. Elsewhere the
+    # inputs take the teacher's dtype (fp16 batches reaching fp32 weights would be a dtype error).
+    use_autocast = teacher_dtype == torch.float32 and torch.device(args.device).type == 'cuda'
+
     def kd_loss_fn(outputs, labels, inputs):
-        # The teacher runs in the rung's dtype (fp16 on CUDA); its softmax at temperature T is taken in fp32.
-        with torch.no_grad():
-            teacher_logits = teacher(inputs).float()
+        # The teacher's softmax at temperature T is taken in fp32.
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=use_autocast):
+            teacher_logits = teacher(inputs if use_autocast else inputs.to(teacher_dtype)).float()
         return kd_loss(outputs, teacher_logits, labels, args.kd_alpha, args.kd_temperature, label_smoothing)
     return model, kd_loss_fn

@@ -125,3 +125,16 @@ def test_from_flags_rejects_bad_kd_settings(tmp_path):
         from_flags(make_net, flags(teacher=str(tmp_path / 't.pt'), kd_alpha=1.5), 0.0)
     with pytest.raises(UserError, match='kd-temperature'):
         from_flags(make_net, flags(teacher=str(tmp_path / 't.pt'), kd_temperature=0.0), 0.0)
+
+
+def test_an_fp32_teacher_takes_fp16_batches(tmp_path):
+    """train_resnet18 keeps fp32 weights while the loader yields fp16 batches on CUDA; the teacher must not see
+    a dtype mismatch. On the CPU the batch is cast to the teacher's dtype."""
+    teacher = make_net()
+    save_model(teacher, tmp_path / 't.pt', SCRIPT)
+    _, loss_fn = from_flags(make_net, flags(teacher=str(tmp_path / 't.pt')), label_smoothing=0.0)
+    inputs, labels = torch.randn(4, 3, 8, 8).half(), torch.randint(0, 10, (4,))
+    outputs = torch.randn(4, 10)
+    teacher.eval()
+    expected = kd_loss(outputs, teacher(inputs.float()), labels, 0.5, 4.0, 0.0)
+    assert torch.equal(loss_fn(outputs, labels, inputs), expected)
