@@ -27,13 +27,13 @@ hyp = {
     'opt': {
         'epochs': 9.9,              # passes over the training set; a fraction ends mid-epoch
         'batch_size': 1024,         # images per step
-        'lr': 11.5,                 # per 1024 examples, decoupled from momentum (see make_optimizer)
+        'lr': 11.5,                 # [lookahead] retuned; per 1024 examples, decoupled from momentum
         'momentum': 0.85,           # Nesterov
         'weight_decay': 0.0153,     # per 1024 examples, decoupled from lr and momentum
         'label_smoothing': 0.2,
-        'warmup_frac': 0.23,        # share of steps spent rising from lr_start to the peak
+        'warmup_frac': 0.23,        # [lookahead] retuned; share of steps rising from lr_start to the peak
         'lr_start': 0.2,            # lr multiplier at step 0
-        'lr_end': 0.07,             # lr multiplier at the last step
+        'lr_end': 0.07,             # [lookahead] retuned; lr multiplier at the last step
         'bias_scaler': 64.0,        # [scalebias] lr multiplier of the BatchNorm biases
         'whiten_bias_epochs': 3,    # [freeze] epochs before the whitening bias is frozen
         'ema_every': 5,             # [lookahead] steps between lookahead updates
@@ -47,7 +47,7 @@ hyp = {
         'block1': 64,               # channels of the three conv groups
         'block2': 256,
         'block3': 256,
-        'bn_momentum': 0.4,         # PyTorch convention: weight of the new batch statistics
+        'bn_momentum': 0.4,         # [lookahead] retuned to keep up with it; weight of the new batch statistics
         'logit_scale': 1 / 9,       # scales the classifier's output
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
     },

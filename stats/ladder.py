@@ -5,10 +5,13 @@ ladder_problems(root) lists, as one line each:
   (b) a rung whose module docstring's first line does not start with its own file name and name its parent
       ("main1_whiten.py = main0_network.py + ..."),
   (c) a step none of whose added lines holds a comment with the rung's tag, e.g. `# [whiten]`,
-  (d) drift: a top-level function or class in both the parent and the rung whose source differs, while its
-      source in the rung (with the comment lines just above it) has no `# [tag]` comment of the rung. This is
-      the simple form of "every changed line belongs to a tagged block": a tag anywhere in the changed
-      definition clears it.
+  (d) drift: a top-level statement in both the parent and the rung whose source differs, while its source in
+      the rung (with the comment lines just above it) has no `# [tag]` comment of the rung. Statements are
+      matched by what they define: a function or class by name, an assignment by its target, an import by
+      its module, `if __name__ == '__main__':` by its test. This is the simple form of "every changed line
+      belongs to a tagged block": a tag anywhere in the changed statement clears it.
+  (e) drift in the `hyp` dict, leaf by leaf: a leaf added, or whose value changed, needs the rung's tag on
+      its own line. `epochs` is exempt: every rung retunes it to reach 94% sooner (the ladder's point).
   and a ladder rung whose file is missing. Standalone scripts are outside the diff chain; when present, their
   header is checked by (b); when missing, nothing is reported.
 """
@@ -77,27 +80,88 @@ def header_problem(rung, text):
     return f'{rung.script}: the docstring\'s first line should read like {wanted}, got "{first}"'
 
 
+def statement_key(node):
+    """What a top-level statement defines, to match it across two rungs; None for the docstring and for the
+    `hyp` dict (compared leaf by leaf) and for bare expressions, which define nothing."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return node.name
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        key = ', '.join(ast.unparse(target) for target in targets)
+        return None if key == 'hyp' else key
+    if isinstance(node, ast.Import):
+        return 'import ' + ', '.join(alias.name for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return f'from {node.module} import'
+    if isinstance(node, ast.If):
+        return f'if {ast.unparse(node.test)}'
+    return None
+
+
 def top_level_sources(text):
-    """{name: source} of the module's top-level functions and classes, each with its decorators and the
-    comment lines directly above it (where a `# [tag]` block comment sits)."""
+    """{key: source} of the module's top-level statements (see statement_key), each with its decorators and
+    the comment lines directly above it (where a `# [tag]` block comment sits)."""
     lines = text.splitlines()
     sources = {}
     for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-            while start > 0 and lines[start - 1].lstrip().startswith('#'):
-                start -= 1
-            sources[node.name] = '\n'.join(lines[start:node.end_lineno])
+        key = statement_key(node)
+        if key is None:
+            continue
+        start = min([node.lineno] + [d.lineno for d in getattr(node, 'decorator_list', [])]) - 1
+        while start > 0 and lines[start - 1].lstrip().startswith('#'):
+            start -= 1
+        sources[key] = '\n'.join(lines[start:node.end_lineno])
     return sources
 
 
+# Leaves every rung may retune without a tag: each feature lets the rung reach 94% in fewer epochs.
+RETUNED_EVERY_STEP = {'epochs'}
+
+
+def hyp_leaves(text):
+    """{leaf path: (value source, line)} of the module-level `hyp = {...}` dict literal; {} when absent."""
+    lines = text.splitlines()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ['hyp'] \
+                and isinstance(node.value, ast.Dict):
+            return dict(dict_leaves(node.value, (), lines))
+    return {}
+
+
+def dict_leaves(node, path, lines):
+    for key, value in zip(node.keys, node.values):
+        leaf_path = path + (ast.unparse(key),)
+        if isinstance(value, ast.Dict):
+            yield from dict_leaves(value, leaf_path, lines)
+        else:
+            yield leaf_path, (ast.unparse(value), '\n'.join(lines[key.lineno - 1:value.end_lineno]))
+
+
+def hyp_drift_problems(rung, parent_text, text):
+    """(e): hyp leaves added or changed from the parent without the rung's tag on their line."""
+    old, new = hyp_leaves(parent_text), hyp_leaves(text)
+    if not old:  # no hyp in the parent: the whole dict is new, like any other new statement
+        return []
+    problems = []
+    for path, (value, line) in new.items():
+        name = '.'.join(p.strip("'\"") for p in path)
+        if path[-1].strip("'\"") in RETUNED_EVERY_STEP or has_tag_comment([line], rung.tag):
+            continue
+        if path not in old:
+            problems.append(f'{rung.script}: hyp leaf {name} is new but its line has no "# [{rung.tag}]" comment')
+        elif old[path][0] != value:
+            problems.append(f'{rung.script}: hyp leaf {name} changed from {rung.parent}\'s ({old[path][0]} -> '
+                            f'{value}) but its line has no "# [{rung.tag}]" comment (drift: tag it or undo it)')
+    return problems
+
+
 def drift_problems(rung, parent_text, text):
-    """(d): definitions changed from the parent without the rung's tag."""
+    """(d) and (e): statements and hyp leaves changed from the parent without the rung's tag."""
     old, new = top_level_sources(parent_text), top_level_sources(text)
     return [f'{rung.script}: {name} differs from {rung.parent}\'s but has no "# [{rung.tag}]" comment (drift: '
             'tag the change or undo it)'
             for name in new if name in old and old[name] != new[name]
-            and not has_tag_comment(new[name].splitlines(), rung.tag)]
+            and not has_tag_comment(new[name].splitlines(), rung.tag)] + hyp_drift_problems(rung, parent_text, text)
 
 
 def step_problems(rung, parent_text, text):

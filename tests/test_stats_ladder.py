@@ -78,3 +78,57 @@ def test_standalone_scripts_are_optional_but_their_headers_are_checked(ladder):
     (ladder / 'ternary94.py').write_text('"""ternary94.py: ternary weights."""\n')
     assert ladder_problems(ladder) == ['ternary94.py: the docstring\'s first line should read like '
                                        '"ternary94.py = main8_compile.py + ...", got "ternary94.py: ternary weights."']
+
+
+SHARED_TAIL = '''
+hyp = {
+    'opt': {
+        'epochs': 9.9,  # passes
+        'lr': 11.5,     # per 1024 examples
+    },
+}
+torch.backends.cudnn.benchmark = True
+
+if __name__ == '__main__':
+    main()
+'''
+
+
+@pytest.fixture
+def ladder_with_hyp(ladder):
+    """The fixture ladder where main7 and main8 also share a hyp dict, a module setting and a __main__ block."""
+    for script in ('main7_mirror.py', 'main8_compile.py'):
+        path = ladder / script
+        path.write_text(path.read_text() + SHARED_TAIL)
+    assert ladder_problems(ladder) == []
+    return ladder
+
+
+def test_a_changed_hyp_value_needs_the_tag_on_its_line(ladder_with_hyp):
+    edit_last(ladder_with_hyp, "'lr': 11.5,     # per", "'lr': 12.0,     # per")
+    assert ladder_problems(ladder_with_hyp) == [
+        "main8_compile.py: hyp leaf opt.lr changed from main7_mirror.py's (11.5 -> 12.0) but its line has no "
+        '"# [compile]" comment (drift: tag it or undo it)']
+    edit_last(ladder_with_hyp, "# per 1024", "# [compile] retuned; per 1024")
+    assert ladder_problems(ladder_with_hyp) == []
+
+
+def test_epochs_may_change_untagged_but_a_new_leaf_may_not(ladder_with_hyp):
+    edit_last(ladder_with_hyp, "'epochs': 9.9,", "'epochs': 8.0,")
+    assert ladder_problems(ladder_with_hyp) == []
+    edit_last(ladder_with_hyp, "        'lr': 11.5,", "        'mode': 'max',\n        'lr': 11.5,")
+    assert ladder_problems(ladder_with_hyp) == [
+        'main8_compile.py: hyp leaf opt.mode is new but its line has no "# [compile]" comment']
+    edit_last(ladder_with_hyp, "'mode': 'max',", "'mode': 'max',  # [compile]")
+    assert ladder_problems(ladder_with_hyp) == []
+
+
+@pytest.mark.parametrize('old, new, name', [
+    ("    main()\n", "    main()\n    print('done')\n", "if __name__ == '__main__'"),
+    ('benchmark = True', 'benchmark = False', 'torch.backends.cudnn.benchmark'),
+])
+def test_drift_outside_functions_is_reported(ladder_with_hyp, old, new, name):
+    edit_last(ladder_with_hyp, old, new)
+    assert ladder_problems(ladder_with_hyp) == [
+        f'main8_compile.py: {name} differs from main7_mirror.py\'s but has no "# [compile]" comment (drift: '
+        'tag the change or undo it)']
