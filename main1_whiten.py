@@ -167,7 +167,7 @@ def make_optimizer(model, total_steps):
 
 def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):
     """Linear rise from lr_start to 1 over the warm-up share of the steps, then linear decay to lr_end."""
-    warmup_steps = max(1, round(warmup_frac * total_steps))
+    warmup_steps = max(1, int(warmup_frac * total_steps))  # floor, as airbench
 
     def multiplier(step):
         if step < warmup_steps:

@@ -180,7 +180,7 @@ def make_optimizer(model, total_steps):
 
 def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):
     """Linear rise from lr_start to 1 over the warm-up share of the steps, then linear decay to lr_end."""
-    warmup_steps = max(1, round(warmup_frac * total_steps))
+    warmup_steps = max(1, int(warmup_frac * total_steps))  # floor, as airbench
 
     def multiplier(step):
         if step < warmup_steps:
@@ -274,7 +274,8 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
                 if step % hyp['opt']['ema_every'] == 0:  # [lookahead]
                     lookahead.update(model, ema_decay(step, total_steps))
                 if step == total_steps:
-                    lookahead.update(model, decay=1.0)  # [lookahead] end on the slow weights
+                    if step >= hyp['opt']['ema_every']:  # [lookahead] else the slow weights are still the initial ones
+                        lookahead.update(model, decay=1.0)  # [lookahead] end on the slow weights
                     break
         val_acc = evaluate(model, test_loader)
         print_table_row(epoch_row(run, epoch, loss, outputs, labels, val_acc, timer))

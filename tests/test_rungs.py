@@ -88,3 +88,17 @@ def test_ladder_diffs_are_one_feature_each():
 def test_readme_table_matches_the_results_log():
     from stats.table import update_readme
     assert update_readme(ROOT / 'results', ROOT / 'README.md', check=True) is False
+
+
+def test_a_run_shorter_than_one_lookahead_period_keeps_what_it_learned(synthetic_cache, tmp_path):
+    # 4 steps (256 images, batch 64) and lookahead every 5: ending on the slow weights would restore the
+    # initial weights, the same whatever the learning rate
+    import torch
+    states = []
+    for lr in ('0.5', '2.0'):
+        path = tmp_path / f'lr{lr}.pt'
+        proc = run_script('main5_lookahead.py', *tiny_flags('main5_lookahead.py', synthetic_cache, tmp_path / lr),
+                          '--lr', lr, '--save-model', str(path))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        states.append(torch.load(path, weights_only=False)['state_dict'])
+    assert any(not torch.equal(a, states[1][name]) for name, a in states[0].items())
