@@ -65,6 +65,19 @@ def test_identical_runs_have_zero_std():
     assert describe(rows([0.94, 0.94])).p == 1  # exactly at the target: nothing shown
 
 
+@pytest.mark.parametrize('n', [2, 20, 23, 27, 31, 200])
+def test_many_identical_runs_at_the_target_show_nothing(n):
+    # np.sum of n copies of 0.94, divided by n, can miss 0.94 by an ulp: a 1e-16 std must not become a verdict
+    s = describe(rows([0.94] * n))
+    assert s.std == 0 and s.p == 1 and s.runs_needed is None and s.share_at_target == 1
+    assert compare(rows([0.94] * 2), rows([0.94] * n))['p'] == 1
+
+
+def test_a_float32_accuracy_of_exactly_94_percent_counts_as_at_the_target():
+    float32_94 = 0.9399999976158142  # torch.tensor(0.94).item(), as a float32 mean of 9,400 hits in 10,000
+    assert describe(rows([float32_94, 0.9399, 0.95])).share_at_target == pytest.approx(2 / 3)
+
+
 def test_compare_equal_variances_by_hand():
     # n = 2 each with equal variances: Welch's df is exactly 2; t = 0.02 / sqrt(2e-4/2 + 2e-4/2) = sqrt(2).
     c = compare(rows([0.93, 0.95], seconds=[4.0, 2.0]), rows([0.95, 0.97], seconds=[1.0, 2.0]))
