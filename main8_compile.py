@@ -236,7 +236,7 @@ def evaluate(model, loader, tta_level=0):
     with torch.no_grad():
         images = loader.normalized_images
         logits = torch.cat([infer_views(model, batch, tta_level) for batch in images.split(2000)])
-    return (logits.argmax(1) == loader.labels).float().mean().item()
+    return (logits.argmax(1) == loader.labels).sum().item() / len(loader.labels)  # exact: 9,400 of 10,000 is 0.94
 
 #############################################
 #                 Training                  #
