@@ -135,7 +135,7 @@ def patch_covariance(images, patch_size):
     return patches.T @ patches / len(patches)
 
 
-def init_whitening_conv(conv, images, eps=5e-4):
+def init_whitening_conv(conv, images, eps=5e-4):  # [whiten] eps bounds the gain of near-zero eigenvalues
     eigenvalues, eigenvectors = torch.linalg.eigh(patch_covariance(images, conv.kernel_size[0]))
     filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).view(-1, *conv.weight.shape[1:])
     conv.weight.data.copy_(torch.cat([filters, -filters]))

@@ -146,7 +146,7 @@ def patch_covariance(images, patch_size):
     return patches.T @ patches / len(patches)
 
 
-def init_whitening_conv(conv, images, eps=5e-4):
+def init_whitening_conv(conv, images, eps=5e-4):  # [whiten] eps bounds the gain of near-zero eigenvalues
     eigenvalues, eigenvectors = torch.linalg.eigh(patch_covariance(images, conv.kernel_size[0]))
     filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).view(-1, *conv.weight.shape[1:])
     conv.weight.data.copy_(torch.cat([filters, -filters]))
@@ -202,7 +202,7 @@ class LookaheadState:
                 state[name].copy_(slow)
 
 
-def ema_decay(step, total_steps):
+def ema_decay(step, total_steps):  # [lookahead] (step/total)^3: the slow weights trail closely at first
     every = hyp['opt']['ema_every']
     return hyp['opt']['ema_decay']**every * (step / total_steps)**3
 

@@ -5,13 +5,16 @@ ladder_problems(root) lists, as one line each:
   (b) a rung whose module docstring's first line does not start with its own file name and name its parent
       ("main1_whiten.py = main0_network.py + ..."),
   (c) a step none of whose added lines holds a comment with the rung's tag, e.g. `# [whiten]`,
-  (d) drift: a top-level statement in both the parent and the rung whose source differs, while its source in
-      the rung (with the comment lines just above it) has no `# [tag]` comment of the rung. Statements are
-      matched by what they define: a function or class by name, an assignment by its target, an import by
-      its module, `if __name__ == '__main__':` by its test. This is the simple form of "every changed line
-      belongs to a tagged block": a tag anywhere in the changed statement clears it.
+  (d) drift: a top-level statement that is new in the rung, or in both files with a different source, while
+      its source in the rung (with the comment lines just above it) has no `# [tag]` comment of the rung; or a
+      statement of the parent gone from the rung without a tagged comment in the rung that names it.
+      Statements are matched by what they define: a function or class by name, an assignment by its target,
+      an import by its module, `if __name__ == '__main__':` by its test, a bare expression (a call) by its
+      source; a key that repeats is numbered. This is the simple form of "every changed line belongs to a
+      tagged block": a tag anywhere in the changed statement clears it.
   (e) drift in the `hyp` dict, leaf by leaf: a leaf added, or whose value changed, needs the rung's tag on
-      its own line. `epochs` is exempt: every rung retunes it to reach 94% sooner (the ladder's point).
+      its own line; a leaf removed needs a tagged comment that names it. `epochs` is exempt: every rung
+      retunes it to reach 94% sooner (the ladder's point).
   and a ladder rung whose file is missing. Standalone scripts are outside the diff chain; when present, their
   header is checked by (b); when missing, nothing is reported.
 """
@@ -81,8 +84,8 @@ def header_problem(rung, text):
 
 
 def statement_key(node):
-    """What a top-level statement defines, to match it across two rungs; None for the docstring and for the
-    `hyp` dict (compared leaf by leaf) and for bare expressions, which define nothing."""
+    """What a top-level statement defines, to match it across two rungs; None for the `hyp` dict (compared
+    leaf by leaf) and for a string constant (the docstring, checked by (b))."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return node.name
     if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
@@ -95,7 +98,9 @@ def statement_key(node):
         return f'from {node.module} import'
     if isinstance(node, ast.If):
         return f'if {ast.unparse(node.test)}'
-    return None
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+        return None
+    return ast.unparse(node).splitlines()[0]
 
 
 def top_level_sources(text):
@@ -110,7 +115,8 @@ def top_level_sources(text):
         start = min([node.lineno] + [d.lineno for d in getattr(node, 'decorator_list', [])]) - 1
         while start > 0 and lines[start - 1].lstrip().startswith('#'):
             start -= 1
-        sources[key] = '\n'.join(lines[start:node.end_lineno])
+        repeat = sum(k == key or k.startswith(key + ' (') for k in sources)
+        sources[key if not repeat else f'{key} ({repeat + 1})'] = '\n'.join(lines[start:node.end_lineno])
     return sources
 
 
@@ -152,16 +158,34 @@ def hyp_drift_problems(rung, parent_text, text):
         elif old[path][0] != value:
             problems.append(f'{rung.script}: hyp leaf {name} changed from {rung.parent}\'s ({old[path][0]} -> '
                             f'{value}) but its line has no "# [{rung.tag}]" comment (drift: tag it or undo it)')
+    for path in old:
+        name = '.'.join(p.strip("'\"") for p in path)
+        if path not in new and not names_in_tagged_comment(text, rung.tag, path[-1].strip("'\"")):
+            problems.append(f'{rung.script}: hyp leaf {name} of {rung.parent} is gone, and no "# [{rung.tag}]" '
+                            'comment names it (drift: say why in a tagged comment, or undo it)')
     return problems
+
+
+def names_in_tagged_comment(text, tag, name):
+    """Whether a comment carrying the tag mentions `name`: where a rung says what its feature removed."""
+    tagged, word = re.compile(r'#.*\[' + re.escape(tag) + r'\].*'), re.compile(r'\b' + re.escape(name) + r'\b')
+    return any(word.search(match.group(0)) for match in tagged.finditer(text))
 
 
 def drift_problems(rung, parent_text, text):
     """(d) and (e): statements and hyp leaves changed from the parent without the rung's tag."""
     old, new = top_level_sources(parent_text), top_level_sources(text)
-    return [f'{rung.script}: {name} differs from {rung.parent}\'s but has no "# [{rung.tag}]" comment (drift: '
-            'tag the change or undo it)'
-            for name in new if name in old and old[name] != new[name]
-            and not has_tag_comment(new[name].splitlines(), rung.tag)] + hyp_drift_problems(rung, parent_text, text)
+    problems = []
+    for name, source in new.items():
+        if old.get(name) == source or has_tag_comment(source.splitlines(), rung.tag):
+            continue
+        how = 'differs from ' + rung.parent + "'s" if name in old else 'is new'
+        problems.append(f'{rung.script}: {name} {how} but has no "# [{rung.tag}]" comment (drift: tag the change '
+                        'or undo it)')
+    problems += [f'{rung.script}: {name} of {rung.parent} is gone, and no "# [{rung.tag}]" comment names it '
+                 '(drift: say why in a tagged comment, or undo it)'
+                 for name in old if name not in new and not names_in_tagged_comment(text, rung.tag, name)]
+    return problems + hyp_drift_problems(rung, parent_text, text)
 
 
 def step_problems(rung, parent_text, text):

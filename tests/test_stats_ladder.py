@@ -44,8 +44,9 @@ def test_a_step_over_80_lines_is_reported(ladder):
 
 def test_a_step_without_its_tag_is_reported(ladder):
     edit_last(ladder, '# [compile] the', '# the')
-    assert ladder_problems(ladder) == ['main8_compile.py: no added line has a "# [compile]" comment marking the '
-                                       'feature']
+    assert ladder_problems(ladder) == [
+        'main8_compile.py: no added line has a "# [compile]" comment marking the feature',
+        'main8_compile.py: use_compile is new but has no "# [compile]" comment (drift: tag the change or undo it)']
 
 
 def test_a_drifted_helper_is_reported_and_a_tagged_change_is_not(ladder):
@@ -96,9 +97,9 @@ if __name__ == '__main__':
 
 @pytest.fixture
 def ladder_with_hyp(ladder):
-    """The fixture ladder where main7 and main8 also share a hyp dict, a module setting and a __main__ block."""
-    for script in ('main7_mirror.py', 'main8_compile.py'):
-        path = ladder / script
+    """The fixture ladder where every rung also has the same hyp dict, module setting and __main__ block."""
+    for rung in LADDER:
+        path = ladder / rung.script
         path.write_text(path.read_text() + SHARED_TAIL)
     assert ladder_problems(ladder) == []
     return ladder
@@ -132,3 +133,32 @@ def test_drift_outside_functions_is_reported(ladder_with_hyp, old, new, name):
     assert ladder_problems(ladder_with_hyp) == [
         f'main8_compile.py: {name} differs from main7_mirror.py\'s but has no "# [compile]" comment (drift: '
         'tag the change or undo it)']
+
+
+@pytest.mark.parametrize('old, new, name', [
+    ('benchmark = True\n', 'benchmark = True\ntorch.set_float32_matmul_precision("high")\n',
+     "torch.set_float32_matmul_precision('high')"),
+    ('benchmark = True\n', 'benchmark = True\ntorch.backends.cudnn.benchmark = False\n',
+     'torch.backends.cudnn.benchmark (2)'),
+    ('\n\ndef main():', '\n\nLIMIT = 3\n\n\ndef main():', 'LIMIT'),
+])
+def test_a_new_untagged_statement_is_reported(ladder_with_hyp, old, new, name):
+    edit_last(ladder_with_hyp, old, new)
+    assert ladder_problems(ladder_with_hyp) == [
+        f'main8_compile.py: {name} is new but has no "# [compile]" comment (drift: tag the change or undo it)']
+    edit_last(ladder_with_hyp, new, new.replace('\n', '  # [compile] why\n', 1 + new.count('\n') // 2)
+              if name != 'LIMIT' else '\n\nLIMIT = 3  # [compile] why\n\n\ndef main():')
+    assert ladder_problems(ladder_with_hyp) == []
+
+
+def test_a_removed_statement_or_hyp_leaf_needs_a_tagged_comment_naming_it(ladder_with_hyp):
+    edit_last(ladder_with_hyp, "        'lr': 11.5,     # per 1024 examples\n", '')
+    edit_last(ladder_with_hyp, 'def use_network(x):\n    return x + 0\n', '')
+    assert ladder_problems(ladder_with_hyp) == [
+        'main8_compile.py: use_network of main7_mirror.py is gone, and no "# [compile]" comment names it (drift: '
+        'say why in a tagged comment, or undo it)',
+        'main8_compile.py: hyp leaf opt.lr of main7_mirror.py is gone, and no "# [compile]" comment names it '
+        '(drift: say why in a tagged comment, or undo it)']
+    edit_last(ladder_with_hyp, '# [compile] the compile feature',
+              '# [compile] the compile feature; it replaces use_network, and lr is fixed')
+    assert ladder_problems(ladder_with_hyp) == []
