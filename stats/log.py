@@ -5,7 +5,10 @@ The K-th slice of a cluster job array writes {variant}__{hardware}.shard-K-of-N.
 share a file over a network file system; `python -m stats merge` later appends their rows to the main log.
 
 Writing. A row is one line, written with one os.write to a file opened with O_APPEND while holding an
-exclusive flock, so the processes of `--gpus` can share one log. Nothing is ever rewritten or deleted.
+exclusive flock, so the processes of `--gpus` can share one log. Nothing is ever rewritten or deleted. A run
+row whose seed the log already holds (two invocations that planned the same seed) is not appended: a seed
+run twice is not an independent sample. A main log and its shard logs are one trial: seeds done in either
+count as done.
 
 Damaged lines. A run killed mid-write can leave its line cut short. Readers skip such a line with a
 one-line warning naming the file and line number. The line is left in place, as evidence, rather than
@@ -38,6 +41,13 @@ def is_shard_log(path):
     return SHARD_SUFFIX.search(Path(path).name.removesuffix('.jsonl')) is not None
 
 
+def shard_logs_of(main_path):
+    """The shard logs beside a main log that `python -m stats merge` would append to it."""
+    main_path = Path(main_path)
+    pattern = main_path.name.removesuffix('.jsonl') + '.shard-*-of-*.jsonl'
+    return sorted(path for path in main_path.parent.glob(pattern) if is_shard_log(path))
+
+
 def main_log_path(shard_path):
     """results/x/full__h100.shard-2-of-8.jsonl -> results/x/full__h100.jsonl"""
     path = Path(shard_path)
@@ -52,9 +62,10 @@ def parse_line(path, number, line):
     try:
         row = json.loads(line)
     except json.JSONDecodeError:
-        # Every row is written starting with '{', so an unparsable line that starts so is a row cut short;
-        # any other unparsable line means the file was never a results log.
-        if line.lstrip().startswith('{'):
+        # Every row is written by json.dumps of a dict with string keys, so it starts '{"'; an unparsable line
+        # that starts so is a row cut short; any other means the file was never a results log (a Python dict
+        # repr, text, CSV).
+        if line.lstrip().startswith('{"') or line.strip() == '{':
             print(f'warning: {path} line {number} is cut short (a run killed while writing?); skipped, '
                   'left in place', file=sys.stderr)
             return None
@@ -82,8 +93,10 @@ def read_rows(path):
     return [row for row in rows if row is not None]
 
 
-def append_row(path, row):
-    """Appends one row as one line; a damaged last line first gets the newline it lacks (see top)."""
+def append_row(path, row, new_seed=False):
+    """Appends one row as one line; a damaged last line first gets the newline it lacks (see top).
+    new_seed: append only if no row of the log has row's seed yet (checked under the lock, so two processes
+    that planned the same seed cannot both log it). Returns whether the row was appended."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(row) + '\n').encode('utf-8')
@@ -91,12 +104,28 @@ def append_row(path, row):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
+        if new_seed and row['seed'] in seeds_in(os.pread(fd, size, 0)):
+            return False
         if size and os.pread(fd, 1, size - 1) != b'\n':
             data = b'\n' + data
         while data:  # a regular file takes it all in one write; the loop only guards a short write
             data = data[os.write(fd, data):]
+        return True
     finally:
         os.close(fd)
+
+
+def seeds_in(data):
+    """The seeds of the rows in a log's bytes; damaged lines are left to the readers to report."""
+    seeds = set()
+    for line in data.decode('utf-8', errors='replace').split('\n'):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and 'seed' in row:
+            seeds.add(row['seed'])
+    return seeds
 
 
 def config_of(row):
@@ -131,10 +160,13 @@ def first_difference(logged, current):
 
 def check_rows(path, rows, script, config, force=False, hint=RESTART_HINT):
     """Refuses to add runs of `script` with `config` to a log that holds another script or (unless force)
-    another config. Also used by merge, with the first row as the config."""
+    only other configs: a log mixed once with --force takes any config it already holds. Also used by
+    merge, with the first row as the config."""
     for row in rows:
         if row['script'] != script:
             raise UserError(f"{path} holds runs of {row['script']}, not {script}: pass another --out or --variant")
+    if any(same_config(row, config) for row in rows):
+        return
     for row in rows:
         difference = first_difference(config_of(row), config)
         if difference and not force:
@@ -168,11 +200,15 @@ def merge_group(main, shards, force):
     hint = 'these logs are not one trial; pass --force to merge them anyway'
     for path, part in [(main, rows), *shard_rows.items()]:
         check_rows(path, part, new[0]['script'], config_of(new[0]), force, hint)
-    seen = {row['seed'] for row in rows}
-    added = 0
+    kept = {row['seed']: row for row in rows}
+    added, clashes = 0, []
     for row in new:
-        if row['seed'] not in seen:
-            append_row(main, row)
-            seen.add(row['seed'])
+        if row['seed'] not in kept and append_row(main, row, new_seed=True):
+            kept[row['seed']] = row
             added += 1
-    return f'{main}: added {added} rows from {len(shards)} shard logs ({len(new) - added} already there)'
+        elif row != kept.get(row['seed'], row):
+            clashes.append(row['seed'])
+    clash_note = (f'; seeds {", ".join(map(str, clashes))} were run twice with different results: the row already '
+                  'in the main log was kept, the other stays in its shard log') if clashes else ''
+    return (f'{main}: added {added} rows from {len(shards)} shard logs ({len(new) - added} already there'
+            f'{clash_note})')

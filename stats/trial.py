@@ -27,7 +27,7 @@ from pathlib import Path
 
 from airbench.errors import UserError
 from stats import provenance
-from stats.log import append_row, check_rows, log_path, read_rows, same_config
+from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
 # Flags that do not change what a run computes, so rows that differ only in them are pooled (the contract's list).
@@ -187,9 +187,12 @@ class Trial:
     def read_logged_seeds(self):
         """Seeds already logged; refuses a log of another script or, without --force, another config (a log
         mixed with --force is one pool: its seeds all count as done)."""
-        paths = [self.path]
-        if self.shard:  # seeds merged into the main log count as done too
-            paths.append(log_path(self.args.out, self.script.name, self.variant, self.hardware))
+        # The main log and its shard logs are one trial: a seed done in any of them is done (a shard's
+        # seeds merged into the main log, and a plain run's seeds not yet merged from the shards).
+        main = log_path(self.args.out, self.script.name, self.variant, self.hardware)
+        paths = [main, *shard_logs_of(main)]
+        if self.path not in paths:
+            paths.append(self.path)
         logged = set()
         for path in paths:
             rows = read_rows(path)
@@ -221,7 +224,10 @@ class Trial:
             raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
         row = {'script': self.script.name, 'variant': self.variant, **result, 'date': provenance.utc_now(),
                **self.provenance, **self.config}
-        append_row(self.path, row)
+        if not append_row(self.path, row, new_seed=True):
+            print(f'warning: seed {row["seed"]} is already in {self.path}, logged by another process since this '
+                  'one started; this run is not logged (two runs of one seed are not independent). To run in '
+                  'parallel use --gpus or --shard K/N', file=sys.stderr)
         return row
 
     def delegate_to_gpus(self):

@@ -92,19 +92,31 @@ def test_shards_split_the_runs_and_resume_by_seed(script, tmp_path):
 
 def test_merge_appends_new_seeds_only_and_keeps_existing_bytes(script, tmp_path, capsys):
     shards = [run_trial(script, make_args(tmp_path, runs=4, shard=f'{k}/2')).path for k in (1, 2)]
-    main = run_trial(script, make_args(tmp_path, runs=1)).path  # seed 0 also done outside the shards
+    main = run_trial(script, make_args(tmp_path, runs=1)).path
+    assert logged_seeds(main) == [4]  # a plain run counts the seeds of the unmerged shard logs as done
     before = main.read_bytes()
     [message] = merge_shards(shards)
-    assert 'added 3 rows' in message and '1 already there' in message
-    assert main.read_bytes().startswith(before) and sorted(logged_seeds(main)) == [0, 1, 2, 3]
-    assert 'added 0 rows' in merge_shards(shards)[0] and sorted(logged_seeds(main)) == [0, 1, 2, 3]
+    assert 'added 4 rows' in message and '0 already there' in message
+    assert main.read_bytes().startswith(before) and sorted(logged_seeds(main)) == [0, 1, 2, 3, 4]
+    assert '(4 already there)' in merge_shards(shards)[0] and sorted(logged_seeds(main)) == [0, 1, 2, 3, 4]
+
+
+def test_merge_reports_a_seed_run_twice_with_different_results(script, tmp_path):
+    shard = run_trial(script, make_args(tmp_path, runs=2, shard='1/1')).path
+    main = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
+    append_row(main, {**read_rows(shard)[0], 'tta_val_acc': 0.5})  # seed 0 again, say from a copied log
+    [message] = merge_shards([shard])
+    assert 'added 1 rows' in message and 'seeds 0 were run twice with different results' in message
+    assert [row['tta_val_acc'] for row in read_rows(main)] == [0.5, 0.931]
 
 
 def test_merge_refuses_a_shard_of_another_config(script, tmp_path):
-    shard = run_trial(script, make_args(tmp_path, runs=2, shard='2/2', subset=100)).path
     main = run_trial(script, make_args(tmp_path, runs=1)).path
     with pytest.raises(UserError, match='different config'):  # a shard job checks the main log as well
         Trial(script, HYP, make_args(tmp_path, runs=2, shard='1/2', subset=100))
+    shard = run_trial(script, make_args(tmp_path, runs=2, shard='2/2', subset=100, force=True)).path
+    with pytest.raises(UserError, match='different config'):  # and a plain run checks the shard logs
+        Trial(script, HYP, make_args(tmp_path, runs=1))
     before = main.read_bytes()
     with pytest.raises(UserError, match='different config .first difference: subset 0 vs 100'):
         merge_shards([shard])
@@ -123,6 +135,11 @@ def test_a_different_config_is_refused_unless_forced(script, tmp_path):
         Trial(script, HYP, make_args(tmp_path, ternary_acts=8, variant='full'))
     forced = run_trial(script, make_args(tmp_path, force=True), hyp=changed)
     assert logged_seeds(forced.path) == [0, 1, 2]  # mixed in, continuing the seeds
+    run_trial(script, make_args(tmp_path))  # either config of the mixed log goes on without --force
+    run_trial(script, make_args(tmp_path), hyp=changed)
+    assert logged_seeds(forced.path) == [0, 1, 2, 3, 4]
+    with pytest.raises(UserError, match='first difference: opt.lr 10.0 vs 12.0'):
+        Trial(script, {**HYP, 'opt': {'epochs': 1.0, 'lr': 12.0}}, make_args(tmp_path))
     assert Trial(script, changed, make_args(tmp_path, variant='lr11')).path.name == 'lr11__cpu.jsonl'
 
 
@@ -152,6 +169,7 @@ def test_a_log_of_another_script_is_refused(script, tmp_path):
     ('seed,tta_val_acc\n0,0.94\n', 'line 1 is not JSON'),
     ('[1, 2]\n', 'line 1 is not a results row'),
     ('{"seed": 0}\n', 'line 1 is not a results row'),
+    ("{'seed': 0, 'tta_val_acc': 0.94}\n", 'line 1 is not JSON'),  # a Python dict repr is no cut-short row
 ])
 def test_a_file_that_is_not_a_results_log_is_refused(script, tmp_path, content, message):
     path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
@@ -172,6 +190,15 @@ def test_a_cut_short_last_line_is_reported_kept_and_isolated(script, tmp_path, c
     lines = path.read_text().split('\n')
     assert lines[1] == cut and json.loads(lines[2])['seed'] == 1 and json.loads(lines[3])['seed'] == 2
     assert logged_seeds(path) == [0, 1, 2]
+
+
+def test_a_seed_logged_by_another_process_meanwhile_is_not_logged_twice(script, tmp_path, capsys):
+    first, second = Trial(script, HYP, make_args(tmp_path, runs=2)), Trial(script, HYP, make_args(tmp_path, runs=2))
+    for trial in (first, second):
+        for run, seed in trial.pending():
+            trial.record(fake_result(run, seed))
+    assert logged_seeds(first.path) == [0, 1]
+    assert 'seed 0 is already in' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('flags, message', [
