@@ -38,6 +38,10 @@ def compare_command(opts):
     for name, path, rows in (('A', opts.log_a, rows_a), ('B', opts.log_b, rows_b)):
         print(f'{name} {path}: {format_summary(describe(rows))}')
     print(format_comparison(compare(rows_a, rows_b)))
+    devices = [rows[0].get('device') for rows in (rows_a, rows_b)]
+    if devices[0] != devices[1]:
+        print(f'note: A ran on {devices[0]}, B on {devices[1]}: the time ratio compares devices, not the change; '
+              'the accuracies compare')
 
 
 def merge_command(opts):

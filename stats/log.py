@@ -25,7 +25,10 @@ from pathlib import Path
 
 from airbench.errors import UserError
 
-REQUIRED_KEYS = ('script', 'variant', 'seed', 'hyp', 'args', 'tta_val_acc', 'time_seconds')
+ROW_TYPES = {'script': str, 'variant': str, 'seed': int, 'hyp': dict, 'args': dict, 'device': str,
+             'tta_val_acc': (int, float), 'time_seconds': (int, float)}  # what every reader relies on
+REQUIRED_KEYS = tuple(ROW_TYPES)
+TYPE_NAMES = {str: 'a string', int: 'an integer', dict: 'an object', (int, float): 'a number'}
 SHARD_SUFFIX = re.compile(r'\.shard-(\d+)-of-(\d+)$')
 ABSENT = object()  # a leaf present on one side of a config comparison only
 RESTART_HINT = 'pass --variant NAME to start a new log or --force to mix'
@@ -74,6 +77,10 @@ def parse_line(path, number, line):
     if not isinstance(row, dict) or not all(key in row for key in REQUIRED_KEYS):
         raise UserError(f'{path} line {number} is not a results row (expected keys {", ".join(REQUIRED_KEYS)}): '
                         'this file is not a results log; move it away or pass another --out')
+    for key, expected in ROW_TYPES.items():
+        if not isinstance(row[key], expected) or isinstance(row[key], bool):
+            raise UserError(f'{path} line {number}: {key} is {json.dumps(row[key])}, not {TYPE_NAMES[expected]}: the '
+                            'row was edited by hand or written by another program; fix that line or move the file away')
     return row
 
 

@@ -2,7 +2,9 @@
 
 One table per hardware, since timings are compared only within one device. One row per (script, variant):
 the 'full' log gives the row and the 'ternary' log of the same script its ternary columns; any other variant
-(ternary-kd, a custom --variant) gets a row of its own, where a ternary one shows its gap to 'full'.
+(ternary-kd, a custom --variant) gets a row of its own, where a ternary one (its runs used --ternary, whatever
+the name) shows its gap to 'full': the same script's, or for a standalone script without one (ternary94.py),
+its parent's.
 Rows follow the ladder, then the standalone scripts, then any other script. CPU logs are smoke tests, not
 evidence, and are left out unless asked for.
 The block between the markers is rewritten whole; everything else in the README is kept byte for byte.
@@ -21,7 +23,8 @@ EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m stats table`
 HEADER = ['script', 'feature', 'epochs', 'median time (s)', 'TTA accuracy: mean (95% CI)', 'n',
           'ternary: mean (n)', 'gap (points)', '>= 94% shown?']
 CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seconds of whitening init, training '
-           'and TTA eval (CUDA events). gap: ternary minus full precision. >= 94% shown: one-sided t-test of '
+           'and TTA eval (CUDA events). gap: ternary minus full precision of the same script (ternary94.py: of '
+           'main8_compile.py). >= 94% shown: one-sided t-test of '
            'mean > 94%, yes when p < 0.05 (`stats/summary.py`).')
 
 
@@ -109,6 +112,19 @@ def table_row(script, variant, rows, ternary_rows=None, full_rows=None):
             str(s.n), ternary, gap, format_verdict(s)]
 
 
+def is_ternary(rows):
+    return bool(rows[0]['args'].get('ternary', rows[0]['variant'].startswith('ternary')))
+
+
+def full_baseline(script, logs):
+    """The full-precision log a ternary row of `script` is compared with; None if there is none."""
+    rung = find_rung(script)
+    own = logs.get((script, 'full'))
+    if own is None and rung in STANDALONE and rung.parent:
+        return logs.get((rung.parent, 'full'))
+    return own
+
+
 def hardware_table(hardware, logs):
     """Markdown for one device: a heading with the GPU's name, then the rows."""
     # Ladder order; within a script the 'full' row first, then the other variants by name.
@@ -116,12 +132,12 @@ def hardware_table(hardware, logs):
     lines = [f'**{next(iter(logs.values()))[0]["device"]}** (`{hardware}`)', '',
              '| ' + ' | '.join(HEADER) + ' |', '|' + '---|' * len(HEADER)]
     for script, variant in keys:
-        full_rows = logs.get((script, 'full'))
-        if variant == 'ternary' and full_rows:
+        rows, full_rows, ternary_rows = (logs.get((script, name)) for name in (variant, 'full', 'ternary'))
+        beside_full = ternary_rows if full_rows and ternary_rows and is_ternary(ternary_rows) else None
+        if variant == 'ternary' and beside_full:
             continue  # shown in the full row's ternary columns
-        cells = (table_row(script, variant, full_rows, ternary_rows=logs.get((script, 'ternary')))
-                 if variant == 'full' else table_row(script, variant, logs[(script, variant)],
-                                                     full_rows=full_rows if variant.startswith('ternary') else None))
+        cells = (table_row(script, variant, rows, ternary_rows=beside_full) if variant == 'full' else
+                 table_row(script, variant, rows, full_rows=full_baseline(script, logs) if is_ternary(rows) else None))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

@@ -264,7 +264,12 @@ class Trial:
         if not rows:
             return
         mixed = sum(not same_config(row, self.config) for row in rows)
+        # Same config, other code: pooled (a comment or a refactor changes the hash too), but said.
+        other_code = sum(row.get('script_sha256') != self.provenance['script_sha256']
+                         or row.get('versions') != self.provenance['versions'] for row in rows)
         summary = describe(rows)
         print(f'log {self.path}: {format_summary(summary)}'
-              + (f' (pooling {mixed} rows of other configs, mixed with --force)' if mixed else ''))
+              + (f' (pooling {mixed} rows of other configs, mixed with --force)' if mixed else '')
+              + (f' ({other_code} rows ran another version of {self.script.name} or of torch/CUDA/Triton)'
+                 if other_code else ''))
         print('verdict: ' + verdict(summary))

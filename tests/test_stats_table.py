@@ -106,7 +106,10 @@ def test_summary_and_compare_commands(results, capsys):
     out = capsys.readouterr().out
     assert 'n=3, mean 95.00%' in out and 'verdict: mean >= 94% not shown' in out
     assert stats_main(['compare', str(full), str(ternary)]) == 0
-    assert 'B - A: -2.50 points' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'B - A: -2.50 points' in out and 'note: A ran on' not in out
+    assert stats_main(['compare', str(full), str(results / 'main0_network' / 'full__other-gpu.jsonl')]) == 0
+    assert 'note: A ran on NVIDIA Test GPU, B on Other GPU: the time ratio compares devices' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -119,3 +122,15 @@ def test_bad_command_lines_are_one_line_errors(argv, message, capsys):
     assert stats_main(argv) != 0
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err
+
+
+def test_the_gap_follows_the_ternary_flag_and_ternary94_is_compared_with_its_parent(results):
+    write_log(results, 'main8_compile.py', 'full', 'test-gpu', [0.94, 0.95])
+    write_log(results, 'ternary94.py', 'ternary', 'test-gpu', [0.93, 0.94])
+    write_log(results, 'main0_network.py', 'lr12', 'test-gpu', [0.90, 0.91])  # full precision, own name
+    tern_lr = write_log(results, 'main0_network.py', 'tern-lr12', 'test-gpu', [0.89, 0.91])
+    tern_lr.write_text(tern_lr.read_text().replace('"ternary": false', '"ternary": true'))
+    rows = table_rows(make_block(results), '**NVIDIA Test GPU**')
+    assert rows['`ternary94.py` (ternary)'][6:8] == ['', '-1.00']  # 93.50 against main8's 94.50
+    assert rows['`main0_network.py` (tern-lr12)'][7] == '-5.00'  # 90.00 against main0's full 95.00
+    assert rows['`main0_network.py` (lr12)'][7] == ''

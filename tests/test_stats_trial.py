@@ -170,6 +170,10 @@ def test_a_log_of_another_script_is_refused(script, tmp_path):
     ('[1, 2]\n', 'line 1 is not a results row'),
     ('{"seed": 0}\n', 'line 1 is not a results row'),
     ("{'seed': 0, 'tta_val_acc': 0.94}\n", 'line 1 is not JSON'),  # a Python dict repr is no cut-short row
+    (json.dumps({'script': 'main0_network.py', 'variant': 'full', 'seed': 0, 'hyp': {}, 'args': {}, 'device': 'cpu',
+                 'tta_val_acc': None, 'time_seconds': 1.0}) + '\n', 'line 1: tta_val_acc is null, not a number'),
+    (json.dumps({'script': 'main0_network.py', 'variant': 'full', 'seed': '0', 'hyp': {}, 'args': {}, 'device': 'cpu',
+                 'tta_val_acc': 0.9, 'time_seconds': 1.0}) + '\n', 'line 1: seed is "0", not an integer'),
 ])
 def test_a_file_that_is_not_a_results_log_is_refused(script, tmp_path, content, message):
     path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
@@ -291,3 +295,11 @@ def test_git_commit_marks_a_dirty_tree_but_not_the_results_logs(tmp_path):
     (tmp_path / 'main0_network.py').write_text('x = 2\n')
     assert git_commit(tmp_path, tmp_path / 'results') == commit + '+dirty'
     assert git_commit(tmp_path.parent / 'nowhere', None) == 'unknown'
+
+
+def test_the_report_says_when_the_log_pools_another_version_of_the_script(script, tmp_path, capsys):
+    run_trial(script, make_args(tmp_path, runs=2)).report()
+    assert 'another version' not in capsys.readouterr().out
+    script.write_text(script.read_text() + '# edited\n')
+    run_trial(script, make_args(tmp_path, runs=1)).report()
+    assert '(2 rows ran another version of main0_network.py or of torch/CUDA/Triton)' in capsys.readouterr().out
