@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from airbench.errors import UserError
 from airbench.files import atomic_write
-from ternary.layers import convert_from_flags
+from ternary.layers import TernaryLayer, convert_from_flags
 
 MODEL_FORMAT = 'cifar-ladder-model-v1'
 
@@ -39,13 +39,16 @@ def unwrap(model):
 
 
 def save_model(model, path, script):
-    """Writes {'format', 'script', 'state_dict'} to `path` (atomically); a no-op if path is None.
-    `script` names the rung, e.g. its __file__; teachers are only accepted by the same rung."""
+    """Writes {'format', 'script', 'ternary', 'state_dict'} to `path` (atomically); a no-op if path is None.
+    `script` names the rung, e.g. its __file__; teachers are only accepted by the same rung. 'ternary' says
+    whether the model has ternary layers: its state_dict then holds latent weights, which are no teacher."""
     if path is None:
         return
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    ternary = any(isinstance(m, TernaryLayer) for m in unwrap(model).modules())
     with atomic_write(path) as tmp:
-        torch.save({'format': MODEL_FORMAT, 'script': Path(script).name, 'state_dict': state}, tmp)
+        torch.save({'format': MODEL_FORMAT, 'script': Path(script).name, 'ternary': ternary, 'state_dict': state},
+                   tmp)
 
 
 def script_name(script):
@@ -62,6 +65,17 @@ def read_checkpoint(path):
     if (not isinstance(checkpoint, dict) or checkpoint.get('format') != MODEL_FORMAT
             or not isinstance(checkpoint.get('state_dict'), dict)):
         raise UserError(f'--teacher {path}: not a model saved with --save-model (expected format {MODEL_FORMAT})')
+    if not all(isinstance(key, str) and isinstance(value, torch.Tensor)
+               for key, value in checkpoint['state_dict'].items()):
+        raise UserError(f'--teacher {path}: its state_dict holds entries that are not named tensors; '
+                        f'save the teacher again with --save-model')
+    if not isinstance(checkpoint.get('script'), str):
+        raise UserError(f"--teacher {path}: names the script that saved it as {checkpoint.get('script')!r}, "
+                        f'expected a file name; save the teacher again with --save-model')
+    # files from before the field was written have no 'ternary': they are accepted
+    if not isinstance(checkpoint.get('ternary', False), bool):
+        raise UserError(f"--teacher {path}: has ternary {checkpoint['ternary']!r}, expected true or false; "
+                        f'save the teacher again with --save-model')
     return checkpoint
 
 
@@ -80,9 +94,12 @@ def load_teacher(path, make_net, device, script=None):
     """make_net(device) loaded from `path`, in eval mode, without gradients. `script` defaults to the file
     that defines make_net; the checkpoint must come from the same script and architecture."""
     checkpoint = read_checkpoint(path)
+    if checkpoint.get('ternary', False):
+        raise UserError(f'--teacher {path} is a ternary model (saved with --ternary --save-model): '
+                        f'distil from a full-precision model, saved without --ternary')
     script = script or inspect.getfile(getattr(make_net, 'func', make_net))  # functools.partial has .func
-    if script_name(checkpoint.get('script', '')) != script_name(script):
-        raise UserError(f"--teacher {path} was saved by {checkpoint.get('script')}, not by "
+    if script_name(checkpoint['script']) != script_name(script):
+        raise UserError(f"--teacher {path} was saved by {checkpoint['script']}, not by "
                         f"{Path(script).name}: distil from a model of the same script")
     teacher = make_net(device)
     check_architecture(checkpoint['state_dict'], teacher, path)

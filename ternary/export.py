@@ -30,6 +30,7 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -74,16 +75,26 @@ def append(payload, tensor):
     return [len(payload) - len(data), len(data)]
 
 
+def layer_codes(layer, weight):
+    """(codes, scale) of the W_q a ternary layer computes with."""
+    if layer.frozen_weight is not None:
+        # Loaded from a packed file: the codes and scale as loaded. Re-quantizing W_q = s·codes would give
+        # another scale (mean|W_q| != s), so export -> load -> export would change the model.
+        return layer.frozen_codes, layer.frozen_scale
+    # the forward pass's own quantizer (the Triton kernel on CUDA), so the codes are the ones it used
+    return weight_quant(weight, layer.per_channel)
+
+
 def encode_state(model):
     """(header entries, payload) for every state_dict entry of the model."""
     layers, entries, payload = ternary_weights(model), {}, bytearray()
     for key, tensor in model.state_dict().items():
         entry = {'shape': list(tensor.shape), 'dtype': str(tensor.dtype).removeprefix('torch.')}
         if key in layers:
-            # the forward pass's own quantizer (the Triton kernel on CUDA), so the codes are the ones it used
-            codes, scale = weight_quant(tensor, layers[key].per_channel)
+            codes, scale = layer_codes(layers[key], tensor)
+            # float32 in the file even if .half() has converted a loaded layer's scale
             entry.update(encoding='ternary2', per_channel=layers[key].per_channel, act_bits=layers[key].act_bits,
-                         codes=append(payload, pack_codes(codes)), scale=append(payload, scale.reshape(-1)))
+                         codes=append(payload, pack_codes(codes)), scale=append(payload, scale.float().reshape(-1)))
         else:
             entry.update(encoding='raw', data=append(payload, tensor))
         entries[key] = entry
@@ -132,33 +143,70 @@ def decode_tensor(payload, span, dtype, shape):
     return raw.view(dtype).reshape(shape)
 
 
+class TernaryEntry(NamedTuple):
+    """What a packed file holds for a ternary weight besides W_q."""
+    per_channel: bool
+    act_bits: int
+    codes: torch.Tensor  # int8, shaped like the weight
+    scale: torch.Tensor  # float32 [C_out or 1, 1, ...]
+
+
+class CorruptEntry(ValueError):
+    """A header entry that parses but cannot be right; the message says what it holds and what was expected."""
+
+
+def check_ternary_entry(entry, dtype):
+    shape, per_channel, act_bits = entry['shape'], entry['per_channel'], entry['act_bits']
+    if not (isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise CorruptEntry(f"is ternary with shape {shape}, expected a conv or linear weight's (2 or more sizes)")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise CorruptEntry(f"is ternary with dtype {entry['dtype']}, expected a floating-point dtype")
+    if not isinstance(per_channel, bool):
+        raise CorruptEntry(f'has per_channel {per_channel!r}, expected true or false')
+    if type(act_bits) is not int or not (act_bits == 0 or 2 <= act_bits <= 8):
+        raise CorruptEntry(f'has act_bits {act_bits!r}, expected 0 (off) or 2..8')
+
+
 def decode_entry(entry, payload):
-    """(tensor, ternary options or None) for one header entry."""
+    """(tensor, TernaryEntry or None) for one header entry."""
     dtype, shape = getattr(torch, entry['dtype']), entry['shape']
     if entry['encoding'] == 'raw':
         return decode_tensor(payload, entry['data'], dtype, shape), None
-    codes = unpack_codes(decode_tensor(payload, entry['codes'], torch.uint8, [shape[0], -1]), math.prod(shape[1:]))
+    check_ternary_entry(entry, dtype)
+    k = math.prod(shape[1:])
+    packed = decode_tensor(payload, entry['codes'], torch.uint8, [shape[0], -1])
+    if packed.shape[1] != math.ceil(k / 4):
+        raise CorruptEntry(f'has {packed.shape[1]} code bytes per row, expected ceil({k} / 4)')
+    codes = unpack_codes(packed, k).view(shape)
     scale = decode_tensor(payload, entry['scale'], torch.float32, [-1] + [1] * (len(shape) - 1))
-    return dequantize(codes.view(shape), scale, dtype), (entry['per_channel'], entry['act_bits'])
+    scales = shape[0] if entry['per_channel'] else 1
+    if scale.shape[0] != scales:
+        raise CorruptEntry(f"has {scale.shape[0]} scale(s), expected {scales} (per_channel {entry['per_channel']})")
+    return dequantize(codes, scale, dtype), TernaryEntry(entry['per_channel'], entry['act_bits'], codes, scale)
 
 
 def decode_state(header, payload, path):
+    decoded = {}
     try:
-        return {key: decode_entry(entry, payload) for key, entry in header['tensors'].items()}
+        for key, entry in header['tensors'].items():
+            decoded[key] = decode_entry(entry, payload)
+    except CorruptEntry as exc:
+        raise UserError(f"{path} is corrupt: '{key}' {exc}; export it again") from None
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):
         raise UserError(f'{path} is corrupt (a tensor entry does not match its bytes): export it again') from None
+    return decoded
 
 
 def check_ternary_layers(model, decoded, path):
     """Ternary in the file must mean a conv or linear weight that can be ternary, and a ternary layer in the
     model must be ternary in the file."""
-    for key, (_, options) in decoded.items():
+    for key, (_, ternary) in decoded.items():
         name, _, leaf = key.rpartition('.')
         module = model.get_submodule(name)
-        if options is not None and (leaf != 'weight' or not is_quantizable(module)):
+        if ternary is not None and (leaf != 'weight' or not is_quantizable(module)):
             raise UserError(f"{path} stores '{key}' as ternary, but it is not a conv or linear weight")
-        if options is not None and not isinstance(module, TernaryLayer):
-            check_convertible(module, name, options[1])
+        if ternary is not None and not isinstance(module, TernaryLayer):
+            check_convertible(module, name, ternary.act_bits)
     for key in ternary_weights(model):
         if decoded[key][1] is None:
             raise UserError(f"'{key}' is ternary in this model but full precision in {path}: make the model with "
@@ -178,14 +226,14 @@ def load_packed(model, path):
     check_ternary_layers(model, decoded, path)
     # The latent weights become W_q too, so the state_dict of a loaded model is the model it computes.
     model.load_state_dict({key: tensor for key, (tensor, _) in decoded.items()})
-    for key, (w_q, options) in decoded.items():
-        if options is not None:
+    for key, (_, ternary) in decoded.items():
+        if ternary is not None:
             name = key.rpartition('.')[0]
             module = model.get_submodule(name)
             if not isinstance(module, TernaryLayer):
-                make_ternary(module, name, *options)
-            module.per_channel, module.act_bits = options
-            module.frozen_weight = w_q.to(module.weight.device, module.weight.dtype)
+                make_ternary(module, name, ternary.per_channel, ternary.act_bits)
+            module.per_channel, module.act_bits = ternary.per_channel, ternary.act_bits
+            module.freeze(ternary.codes, ternary.scale)
     return model
 
 

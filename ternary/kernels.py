@@ -1,20 +1,25 @@
 """Triton kernels for ternary layers, each beside the PyTorch reference it must match exactly.
 
-1. Weight quantization, every training step: γ = mean|W|, s = γ + ε, codes = clamp(round(W / s), -1, 1) and
-   W_q = s·codes, as quant.weight_quant and quant.fake_quant_weight compute them. The scale needs a reduction
-   over a whole tensor (or output channel) before any element can be quantized, and Triton has no grid-wide
-   barrier, so it takes two launches: `absmean_partials` sums |W| over blocks of one row in float64, then
-   `ternarize` has every program re-sum its row's few partial sums in one fixed order (so all programs agree
-   on s without a third launch) and quantizes its block. Reading W twice costs less than a single program
-   per row would on a [256, 256, 3, 3] tensor quantized per tensor (one row of 589,824 elements).
+1. Weight quantization, every training step: γ = mean|W|, s = γ + ε, codes = clamp(round(W / s), -1, 1)
+   (computed as sign(W) where |W| > s/2, without a division) and W_q = s·codes, as quant.weight_quant and
+   quant.fake_quant_weight compute them. The scale needs a reduction over a whole tensor (or output channel)
+   before any element can be quantized, and Triton has no grid-wide barrier, so it takes two launches:
+   `absmean_partials` sums |W| over blocks of one row in float64, then `ternarize` has every program re-sum
+   its row's few partial sums in one fixed order (so all programs agree on s without a third launch) and
+   quantizes its block. Reading W twice costs less than a single program per row would on a [256, 256, 3, 3]
+   tensor quantized per tensor (one row of 589,824 elements).
 2. Packed inference: y = (x_q @ codes^T) · s_x · s_w with int8 activations x_q [M, K] and 2-bit packed
    ternary weights [N, ceil(K / 4)] (layout in export.py), unpacked in registers, multiplied on int8 tensor
    cores with int32 accumulation. Convolutions go through the same kernel via im2col (F.unfold).
 
 Exactness. The integer sums are exact in both kernel and reference (float64 there: |Σ| <= 127·K < 2^53), and
 the float epilogue is the same sequence of correctly rounded float32 operations, so outputs are equal bit for
-bit. For the weights, the division is IEEE (div_rn), and the float64 absmean rounds to the same float32 in any
-summation order except in the rare case where the float64 sum lands within rounding of a float32 tie.
+bit. For the weights, the codes come from comparisons with s/2 (exact, where a division may be approximate
+on NVIDIA GPUs, in Triton and in Inductor's code alike), and the float64 absmean rounds to the same float32
+in any summation order except in the rare case where the float64 sum lands within rounding of a float32 tie.
+
+Offsets. Element offsets are computed in int64: program ids, aranges and strides that fit are int32, and a
+row index times a row stride passes 2^31 on large inputs (an im2col of a 1024-image batch, say).
 
 Needs Triton; layers.py imports this module on first use on CUDA and falls back to quant.py without it.
 """
@@ -30,7 +35,7 @@ from ternary.quant import act_quant
 
 @triton.jit
 def absmean_partials(w_ptr, partial_ptr, row_len, n_blocks, BLOCK: tl.constexpr):
-    row, block = tl.program_id(0), tl.program_id(1)
+    row, block = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     offsets = block * BLOCK + tl.arange(0, BLOCK)
     w = tl.load(w_ptr + row * row_len + offsets, mask=offsets < row_len, other=0.0)
     tl.store(partial_ptr + row * n_blocks + block, tl.sum(tl.abs(w.to(tl.float64)), axis=0))
@@ -39,16 +44,17 @@ def absmean_partials(w_ptr, partial_ptr, row_len, n_blocks, BLOCK: tl.constexpr)
 @triton.jit
 def ternarize(w_ptr, partial_ptr, codes_ptr, w_q_ptr, scale_ptr, row_len, n_blocks, eps,
               BLOCK: tl.constexpr, BLOCKS_POW2: tl.constexpr):
-    row, block = tl.program_id(0), tl.program_id(1)
+    row, block = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     p = tl.arange(0, BLOCKS_POW2)
     partials = tl.load(partial_ptr + row * n_blocks + p, mask=p < n_blocks, other=0.0)
     scale = (tl.sum(partials, axis=0) / row_len).to(tl.float32) + eps
     offsets = block * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < row_len
-    w = tl.load(w_ptr + row * row_len + offsets, mask=mask, other=0.0)
-    x = tl.math.div_rn(w.to(tl.float32), scale)  # the default float32 division is approximate on NVIDIA
-    # clamp(round(x), -1, 1) with round half to even: 0 for |x| <= 0.5 (round(±0.5) = 0), else sign(x)
-    codes = (x > 0.5).to(tl.int8) - (x < -0.5).to(tl.int8)
+    w = tl.load(w_ptr + row * row_len + offsets, mask=mask, other=0.0).to(tl.float32)
+    # clamp(round(w / s), -1, 1) with round half to even is 0 for |w| <= s/2 (round(±0.5) = 0), else sign(w);
+    # 0.5·s is exact, so this needs no division (quant.weight_quant does the same)
+    half = 0.5 * scale
+    codes = (w > half).to(tl.int8) - (w < -half).to(tl.int8)
     tl.store(codes_ptr + row * row_len + offsets, codes, mask=mask)
     tl.store(w_q_ptr + row * row_len + offsets, (codes.to(tl.float32) * scale).to(w_q_ptr.dtype.element_ty),
              mask=mask)
@@ -86,8 +92,9 @@ def weight_quant(w, per_channel=False, eps=1e-5, out=None, block=None):
 def packed_matmul_kernel(x_ptr, x_scale_ptr, w_ptr, w_scale_ptr, y_ptr, M, N, K, K4,
                          stride_xm, stride_wn, stride_ym,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K4: tl.constexpr):
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # int64 rows and columns: rm * stride_xm and the like pass 2^31 on large inputs (see Offsets above)
+    rm = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     rb = tl.arange(0, BLOCK_K4)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for b0 in range(0, K4, BLOCK_K4):

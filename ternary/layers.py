@@ -46,21 +46,34 @@ def weight_quant(w, per_channel):
 class TernaryLayer:
     """What TernaryConv2d and TernaryLinear add to their base class.
 
-    frozen_weight: W_q loaded from a packed file (export.load_packed). When set, the layer computes with it
-    instead of quantizing `weight`, because re-quantizing W_q would give a different absmean scale. It is a
-    non-persistent buffer (not in the state_dict) and reset_parameters() clears it."""
+    frozen_weight: W_q loaded from a packed file (export.load_packed, through `freeze`). When set, the layer
+    computes with it instead of quantizing `weight`, because re-quantizing W_q would give a different absmean
+    scale (mean|s·codes| != s); frozen_codes and frozen_scale are the codes and scale it was made of, which a
+    re-export writes unchanged. All three are non-persistent buffers (not in the state_dict), and
+    reset_parameters() clears them."""
     act_dims = (-1,)
+    frozen_buffers = ('frozen_weight', 'frozen_codes', 'frozen_scale')
 
     def setup_ternary(self, per_channel=False, act_bits=0):
         check_act_bits(act_bits)
         self.per_channel, self.act_bits = per_channel, act_bits
-        self.register_buffer('frozen_weight', None, persistent=False)
+        for name in self.frozen_buffers:
+            self.register_buffer(name, None, persistent=False)
 
     def reset_parameters(self):
         super().reset_parameters()
-        # nn.Conv2d.__init__ calls this before setup_ternary has registered the buffer
+        # nn.Conv2d.__init__ calls this before setup_ternary has registered the buffers
         if getattr(self, 'frozen_weight', None) is not None:
-            self.frozen_weight = None
+            for name in self.frozen_buffers:
+                setattr(self, name, None)
+
+    def freeze(self, codes, scale):
+        """Computes with W_q = scale · codes from now on, in the weight's dtype, device and memory format
+        (empty_like keeps channels_last, which the rung's convolutions run in)."""
+        device = self.weight.device
+        self.frozen_codes, self.frozen_scale = codes.to(device), scale.to(device)
+        self.frozen_weight = torch.empty_like(self.weight, requires_grad=False).copy_(
+            quant.dequantize(self.frozen_codes, self.frozen_scale, self.weight.dtype))
 
     def ternary_weight(self):
         if self.frozen_weight is not None:

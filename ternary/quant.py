@@ -5,7 +5,7 @@ Weights (absmean quantization of Ma et al. 2024, "The Era of 1-bit LLMs: All Lar
 
     γ     = mean(|W|)                              accumulated in float64, rounded to float32
     s     = γ + ε                                   ε = 1e-5 keeps an all-zero W finite
-    codes = clamp(round(W / s), -1, 1)  ∈ {-1, 0, 1}, stored as int8
+    codes = clamp(round(W / s), -1, 1)  ∈ {-1, 0, 1}, stored as int8; computed as sign(W) where |W| > s/2
     W_q   = s · codes                               what the convolution or matmul computes with
 
 Activations (absmax quantization of BitNet, Wang et al. 2023, kept by b1.58), one scale per token: per row
@@ -39,7 +39,12 @@ def weight_quant(w, per_channel=False, eps=1e-5):
     """Returns (codes, scale): int8 codes in {-1, 0, 1} shaped like w, and the float32 scale s = γ + eps
     (broadcastable against w), so that W ≈ scale * codes."""
     scale = absmean(w, per_channel) + eps
-    codes = torch.round(w.detach().float() / scale).clamp_(-1, 1).to(torch.int8)
+    # clamp(round(W / s), -1, 1) with round half to even is 0 for |W| <= s/2 (round(±0.5) = 0), else sign(W).
+    # Compared with the exact 0.5·s rather than divided: under torch.compile a division may become an
+    # approximate one (on NVIDIA GPUs), and W / s within an ulp or two of ±0.5 would round the other way than in
+    # the Triton kernel, which does the same comparison.
+    w, half = w.detach().float(), 0.5 * scale
+    codes = (w > half).to(torch.int8) - (w < -half).to(torch.int8)
     return codes, scale
 
 

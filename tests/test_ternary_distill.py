@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from airbench.errors import UserError
-from ternary import from_flags, kd_loss, load_teacher, save_model
+from ternary import convert, from_flags, kd_loss, load_teacher, save_model
 from ternary.layers import TernaryLayer
 
 SCRIPT = __file__  # load_teacher's default: the file that defines make_net
@@ -92,6 +92,48 @@ def test_teacher_errors_are_one_line_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"first mismatch at '0\.weight'") as error:
         load_teacher(tmp_path / 'narrow.pt', make_wide_net, 'cpu')
     assert '\n' not in str(error.value)
+
+
+REMOVED = object()
+
+
+def edited_checkpoint(path, key, value):
+    """A model saved with save_model, then one field changed by hand (or REMOVED)."""
+    save_model(make_net(), path, SCRIPT)
+    checkpoint = torch.load(path, weights_only=True)
+    if value is REMOVED:
+        del checkpoint[key]
+    else:
+        checkpoint[key] = value
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('state_dict', {'0.weight': [1.0, 2.0]}, 'not named tensors'),
+    ('state_dict', {0: torch.zeros(3)}, 'not named tensors'),
+    ('script', 3, 'names the script that saved it as 3'),
+    ('script', None, 'names the script that saved it as None'),
+    ('script', REMOVED, 'names the script that saved it as None'),
+    ('ternary', 'yes', "has ternary 'yes', expected true or false"),
+])
+def test_edited_checkpoints_raise_one_line_user_errors(tmp_path, key, value, message):
+    path = edited_checkpoint(tmp_path / 't.pt', key, value)
+    with pytest.raises(UserError, match=message) as error:
+        load_teacher(path, make_net, 'cpu')
+    assert '\n' not in str(error.value)
+
+
+def test_a_ternary_model_is_no_teacher(tmp_path):
+    """--ternary --save-model saves latent weights, which are not the model that was trained."""
+    model = convert(make_net(), keep=('0',))
+    save_model(torch.compile(model), tmp_path / 'ternary.pt', SCRIPT)  # found through the compiled wrapper too
+    with pytest.raises(UserError, match='is a ternary model') as error:
+        load_teacher(tmp_path / 'ternary.pt', make_net, 'cpu')
+    assert '\n' not in str(error.value)
+    save_model(make_net(), tmp_path / 'full.pt', SCRIPT)
+    assert torch.load(tmp_path / 'full.pt', weights_only=True)['ternary'] is False
+    load_teacher(edited_checkpoint(tmp_path / 'old.pt', 'ternary', REMOVED), make_net, 'cpu')  # before the field
 
 
 def test_from_flags_without_teacher_is_plain_cross_entropy():

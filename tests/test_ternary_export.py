@@ -1,4 +1,7 @@
 """ternary/export.py: 2-bit packing, the packed file round trip, and its errors."""
+import json
+import struct
+
 import pytest
 import torch
 import torch.nn as nn
@@ -51,6 +54,24 @@ def test_round_trip_gives_bit_identical_logits(tmp_path, per_channel, act_bits):
     assert torch.equal(load_packed(converted, tmp_path / 'model.tpk').eval()(images), expected)
 
 
+@pytest.mark.parametrize('per_channel,act_bits', [(False, 0), (True, 8)])
+def test_exporting_a_loaded_model_writes_the_same_file(tmp_path, per_channel, act_bits):
+    export_packed(train_ternary(per_channel, act_bits), tmp_path / 'first.tpk')
+    loaded = load_packed(make_net(), tmp_path / 'first.tpk').eval()
+    export_packed(loaded, tmp_path / 'second.tpk')  # not re-quantized: mean|s·codes| is not s
+    assert (tmp_path / 'second.tpk').read_bytes() == (tmp_path / 'first.tpk').read_bytes()  # codes, scales, all
+    reloaded = load_packed(make_net(), tmp_path / 'second.tpk').eval()
+    images = torch.randn(16, 3, 12, 12)
+    assert torch.equal(reloaded(images), loaded(images))
+
+
+def test_loaded_weights_keep_the_models_memory_format(tmp_path):
+    export_packed(train_ternary(), tmp_path / 'model.tpk')
+    model = load_packed(make_net().to(memory_format=torch.channels_last), tmp_path / 'model.tpk')
+    assert model[3].frozen_weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(model[3].frozen_weight, load_packed(make_net(), tmp_path / 'model.tpk')[3].frozen_weight)
+
+
 def test_loaded_codes_are_cleared_by_reset_parameters(tmp_path):
     export_packed(train_ternary(), tmp_path / 'model.tpk')
     model = load_packed(make_net(), tmp_path / 'model.tpk')
@@ -88,6 +109,32 @@ def test_bad_files_raise_user_errors_and_leave_the_model_unchanged(tmp_path):
         load_packed(model, tmp_path / 'wide.tpk')
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
     assert all(m.frozen_weight is None for m in model.modules() if isinstance(m, TernaryLayer))
+
+
+def edit_entry(path, key, **changes):
+    """Changes fields of one header entry, as a hand edit would."""
+    data = path.read_bytes()
+    header_len = struct.unpack('<Q', data[8:16])[0]
+    header = json.loads(data[16:16 + header_len])
+    header['tensors'][key].update(changes)
+    edited = json.dumps(header).encode()
+    path.write_bytes(data[:8] + struct.pack('<Q', len(edited)) + edited + data[16 + header_len:])
+
+
+@pytest.mark.parametrize('changes,message', [
+    (dict(shape=[]), r"'3\.weight' is ternary with shape \[\]"),
+    (dict(dtype='int8'), 'expected a floating-point dtype'),
+    (dict(per_channel='x'), "has per_channel 'x', expected true or false"),
+    (dict(per_channel=True), r'has 1 scale\(s\), expected 16'),  # a per-tensor file: one scale for 16 channels
+    (dict(act_bits='x'), "has act_bits 'x'"),
+    (dict(act_bits=True), 'has act_bits True'),
+])
+def test_edited_ternary_entries_raise_one_line_user_errors(tmp_path, changes, message):
+    export_packed(train_ternary(), tmp_path / 'model.tpk')
+    edit_entry(tmp_path / 'model.tpk', '3.weight', **changes)
+    with pytest.raises(UserError, match=message) as error:
+        load_packed(make_net(), tmp_path / 'model.tpk')
+    assert '\n' not in str(error.value)
 
 
 def test_full_precision_file_layer_refuses_ternary_model_layer(tmp_path):

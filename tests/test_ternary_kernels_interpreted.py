@@ -13,6 +13,7 @@ import torch
 from ternary import quant
 from ternary.export import pack_codes
 from ternary.layers import TernaryConv2d, TernaryLinear
+from test_ternary import weights_at_half_scale
 
 if os.environ.get('TRITON_INTERPRET') != '1':
     pytest.skip('needs TRITON_INTERPRET=1 from the start: test_ternary_kernels.py runs it', allow_module_level=True)
@@ -58,6 +59,14 @@ def test_weight_quant_kernel_rounds_ties_like_torch(kernels):
     check_weight_quant(kernels, w, False, eps=0.0)
 
 
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_weight_quant_kernel_codes_at_and_one_ulp_around_half_the_scale(kernels, per_channel):
+    """s/2 gives code 0 and one ulp more gives ±1, as in the reference."""
+    w, expected = weights_at_half_scale(per_channel)
+    assert torch.equal(kernels.weight_quant(w, per_channel)[0][:, :6], expected)
+    check_weight_quant(kernels, w, per_channel)
+
+
 def test_weight_quant_kernel_on_channels_last_weights(kernels):
     seed = torch.seed()
     w = torch.randn(6, 5, 3, 3).to(memory_format=torch.channels_last)
@@ -80,6 +89,32 @@ def test_packed_matmul_kernel_matches_integer_reference(kernels, m, n, k):
         out = torch.full((m, n), float('nan'))
         y = kernels.packed_matmul(*args, out=out)
         assert y is out and torch.equal(y, kernels.packed_matmul_reference(*args)), f'seed {seed}'
+
+
+def rows_far_apart(rows, stride, fill):
+    """rows [R, L] as a view `stride` elements apart, starting `stride % 4096` into a buffer whose head holds
+    `fill`. The buffer spans gigabytes, but only the pages written are ever mapped."""
+    start = stride % 4096
+    try:
+        buffer = torch.empty(start + stride * (rows.shape[0] - 1) + rows.shape[1], dtype=rows.dtype)
+    except RuntimeError:
+        pytest.skip('cannot reserve address space for a buffer past 2^31 elements')
+    buffer[:start].fill_(fill)
+    view = buffer.as_strided(rows.shape, (stride, 1), start)
+    view.copy_(rows)
+    return view
+
+
+def test_packed_matmul_kernel_offsets_past_2_to_the_31(kernels):
+    """Row 2 of x, w and y starts 2·(2^31 - 8) elements in. In int32 that offset wraps to -16, into the filler
+    before row 0, so a kernel that wraps reads and writes the wrong elements (rather than crashing)."""
+    m, n, k, stride = 3, 3, 40, 2 ** 31 - 8
+    x_q, x_scale, packed, w_scale = random_packed_problem(m, n, k)
+    x, w = rows_far_apart(x_q, stride, 5), rows_far_apart(packed, stride, 0x55)
+    y = rows_far_apart(torch.full((m, n), float('nan')), stride, 7.0)
+    kernels.packed_matmul_kernel[(1, 1)](x, x_scale, w, w_scale, y, m, n, k, packed.shape[1], x.stride(0),
+                                         w.stride(0), y.stride(0), BLOCK_M=64, BLOCK_N=64, BLOCK_K4=32)
+    assert torch.equal(y, kernels.packed_matmul_reference(x_q, x_scale, packed, w_scale))
 
 
 def test_packed_matmul_reference_is_the_exact_integer_product(kernels):
