@@ -50,6 +50,7 @@ hyp = {
         'bn_momentum': 0.4,         # [lookahead] retuned to keep up with it; weight of the new batch statistics
         'logit_scale': 1 / 9,       # scales the classifier's output
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
+        'compile_mode': 'default',  # [compile] or 'max-autotune-no-cudagraphs' (airbench: max-autotune)
     },
 }
 
@@ -293,7 +294,8 @@ def prepare(args):
     """What the runs of one invocation share: the model (main() reinitializes it), the loss and the loaders.
     The warm-up loader has random labels: its run only pays for cudnn autotuning and compilation."""
     model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
-    model.compile(dynamic=False)  # [compile] static shapes: one graph per batch size (train, eval, last batch)
+    # [compile] static shapes: one graph per batch size (train, eval, last batch)
+    model.compile(dynamic=False, mode=hyp['net']['compile_mode'])
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])

@@ -43,6 +43,9 @@ RUN_FLAGS = {
 # Ranges of the hyp leaves the scripts share, checked after parsing so a bad value is one line here rather than
 # a crash (or silent nonsense) deep inside a run: name -> (test, what is expected).
 TRAIN_IMAGES = 50_000
+# torch.compile modes a rung may use. Not the CUDA-graph ones (reduce-overhead, max-autotune): a graph's
+# replay overwrites its last outputs, and the rungs keep outputs across calls (TTA views, the epoch table).
+COMPILE_MODES = ('default', 'max-autotune-no-cudagraphs')
 HYP_RANGES = {
     'epochs': (lambda v: v > 0, '> 0'),
     'batch_size': (lambda v: v > 0, '> 0'),
@@ -67,6 +70,7 @@ HYP_RANGES = {
     'bn_momentum': (lambda v: 0 <= v <= 1, 'in [0, 1]'),
     'logit_scale': (lambda v: v > 0, '> 0'),
     'tta_level': (lambda v: v in (0, 1, 2), '0, 1 or 2'),
+    'compile_mode': (lambda v: v in COMPILE_MODES, ', '.join(COMPILE_MODES)),
 }
 
 

@@ -90,8 +90,16 @@ def test_every_shared_hyp_leaf_of_the_rungs_has_a_range():
     (['--label-smoothing', '1.5'], r'--label-smoothing must be in \[0, 1\)'),
     (['--translate', '-1'], r'--translate must be in 0..31'),
     (['--tta-level', '3'], r'--tta-level must be 0, 1 or 2, got 3'),
+    (['--compile-mode', 'max-autotune'], r'--compile-mode must be default, max-autotune-no-cudagraphs, got max-a'),
 ])
 def test_a_rungs_own_leaves_are_range_checked(argv, message):
     import main8_compile
     with pytest.raises(UserError, match=message):
         parse_flags(main8_compile.hyp, argv)
+
+
+def test_main8_takes_a_compile_mode_without_cuda_graphs():
+    import main8_compile
+    hyp, _ = parse_flags(main8_compile.hyp, ['--compile-mode', 'max-autotune-no-cudagraphs'])
+    assert hyp['net']['compile_mode'] == 'max-autotune-no-cudagraphs'
+    assert main8_compile.hyp['net']['compile_mode'] == 'default'  # the module's own dict is not changed

@@ -5,7 +5,7 @@
 # its run ends, and results/ is copied to $OUT every 15 s, so rows come back even from a killed command.
 #
 #   bash tools/gpu_evidence.sh PHASE        PHASE: smoke final ladder-a ladder-b resnet sidebyside
-#                                                  sidebyside-compiled ternary ternary-kd ternary94
+#                                                  sidebyside-compiled compile-modes ternary ternary-kd ternary94
 # Settings (environment): DATA (CIFAR-10 folder, default .cifar/data), OUT (where results/ is copied,
 # default $OUT or /tmp/gpu-evidence), BUDGET (seconds before no new job starts, default 560), REF (folder
 # with airbench94.py and airbench94_compiled.py from github.com/KellerJordan/cifar10-airbench legacy/,
@@ -16,8 +16,10 @@
 # Rough H100 cost per phase, from the published A100 times (not yet measured here): smoke ~6 min (first seed
 # of every script plus its warm-up, the loader and kernel benchmarks), final ~8 min (main8 and main7, n=50),
 # ladder-a/-b ~8 min each (main0-main3 / main4-main6, n=25), resnet ~4 min (n=5), sidebyside ~3 min and
-# sidebyside-compiled ~6 min (10 pairs; max-autotune compilation of the reference), ternary ~10 min (every
-# rung, n=10), ternary-kd ~3 min, ternary94 ~6 min (n=25).
+# sidebyside-compiled ~6 min (10 pairs; max-autotune compilation of the reference), compile-modes ~5 min
+# (main8 in torch.compile's default mode and in max-autotune-no-cudagraphs, n=10 each, one command, for the
+# time ratio: the reference uses max-autotune, with CUDA graphs, which our rungs do not support), ternary
+# ~10 min (every rung, n=10), ternary-kd ~3 min, ternary94 ~6 min (n=25).
 set -u
 cd "$(dirname "$0")/.."
 PHASE=${1:?usage: bash tools/gpu_evidence.sh PHASE (see the top of this file)}
@@ -61,6 +63,10 @@ sidebyside)
     job python -m stats sidebyside main7_mirror.py "$REF/airbench94.py" --pairs 10 --data-dir "$DATA" ;;
 sidebyside-compiled)
     job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 10 --data-dir "$DATA" ;;
+compile-modes)
+    runs main8_compile.py 10 --variant mode-default
+    runs main8_compile.py 10 --variant mode-autotune --compile-mode max-autotune-no-cudagraphs
+    job python -m stats compare results/main8_compile/mode-default__*.jsonl results/main8_compile/mode-autotune__*.jsonl ;;
 ternary)   for script in $LADDER; do runs "$script" 10 --ternary; done ;;
 ternary-kd)
     [ -f .teacher/main8.pt ] || job python main8_compile.py --data-dir "$DATA" --variant teacher --save-model .teacher/main8.pt
