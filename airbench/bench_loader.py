@@ -8,7 +8,7 @@ Without a GPU it runs on the CPU and says so.
 import torch
 
 from airbench.errors import install_excepthook
-from airbench.flags import Parser
+from airbench.flags import Parser, check_ranges
 from airbench.loader import CifarLoader, load_data
 from airbench.table import Timer
 
@@ -35,8 +35,11 @@ def main():
     parser.add_argument('--cutout', type=int, default=0)
     parser.add_argument('--out', default='results', help='results folder: the result is appended to bench/ there')
     args = parser.parse_args()
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.subset = 0
+    # the rungs' range checks (one-line errors), e.g. a translate past the image or a batch over 50,000
+    check_ranges({'opt': {key: getattr(args, key) for key in ('epochs', 'batch_size')},
+                  'aug': {key: getattr(args, key) for key in ('flip', 'translate', 'cutout')}}, args)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
     images, labels = load_data(args)['train']
     loader = CifarLoader(images, labels, args.batch_size, device, train=True, flip=args.flip,
                          translate=args.translate, cutout=args.cutout)

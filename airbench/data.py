@@ -25,6 +25,7 @@ CACHE_FORMAT = 'cifar10-uint8-v1'
 TRAIN_FILES = [f'data_batch_{i}' for i in range(1, 6)]
 TEST_FILE = 'test_batch'
 IMAGES_PER_FILE = 10_000
+SPLIT_SIZES = {'train': len(TRAIN_FILES) * IMAGES_PER_FILE, 'test': IMAGES_PER_FILE}
 RECORD_BYTES = 1 + 3 * 32 * 32  # binary layout: one label byte, then the red, green and blue planes
 FIX_HINT = ('put the official CIFAR-10 binary version (cifar-10-batches-bin/) or python version '
             '(cifar-10-batches-py/) in a folder and pass --data-dir FOLDER or set CIFAR10_DIR')
@@ -36,10 +37,11 @@ def default_cache_dir():
 
 def load_cifar10(data_dir=None, cache_dir=None, quiet=False):
     """Returns {'train': (images, labels), 'test': (images, labels)}: uint8 [N,32,32,3], int64 [N]."""
+    given_by = '--data-dir' if data_dir else 'CIFAR10_DIR'
     data_dir = data_dir or os.environ.get('CIFAR10_DIR')
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     if data_dir:
-        return load_from_dir(Path(data_dir).expanduser(), cache_dir)
+        return load_from_dir(Path(data_dir).expanduser(), cache_dir, given_by)
     cache_file = cache_dir / CACHE_NAME
     if not cache_file.exists():
         converted = newest_converted_cache(cache_dir)
@@ -53,7 +55,7 @@ def load_cifar10(data_dir=None, cache_dir=None, quiet=False):
 
 def newest_converted_cache(cache_dir):
     """(path, source folder) of the newest cache converted from a --data-dir folder, or None."""
-    caches = sorted(cache_dir.glob('cifar10-*.pt'), key=lambda p: p.stat().st_mtime, reverse=True)
+    caches = sorted(cache_dir.glob('cifar10-*.pt'), key=modified_time, reverse=True)
     for path in caches:
         try:
             payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
@@ -64,11 +66,20 @@ def newest_converted_cache(cache_dir):
     return None
 
 
-def load_from_dir(data_dir, cache_dir):
+def modified_time(path):
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed by another process since the listing: tried last, and then found unreadable
+        return 0
+
+
+def load_from_dir(data_dir, cache_dir, given_by='--data-dir'):
     if data_dir.is_file() and data_dir.name.endswith('.pt'):
         return read_cache(data_dir)
+    if data_dir.is_file():
+        raise UserError(f'{given_by} {data_dir} is a file, not a folder (nor a .pt cache): {FIX_HINT}')
     if not data_dir.is_dir():
-        raise UserError(f'--data-dir {data_dir} does not exist: {FIX_HINT}')
+        raise UserError(f'{given_by} {data_dir} does not exist: {FIX_HINT}')
     if (data_dir / CACHE_NAME).exists():
         return read_cache(data_dir / CACHE_NAME)
     converted = newest_converted_cache(data_dir)  # a cache folder holding only converted copies
@@ -86,9 +97,13 @@ def load_from_dir(data_dir, cache_dir):
 
 
 def fingerprint(folder):
-    """Names, sizes and modification times of the source files: a changed file gets a new cache."""
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
-    return hashlib.sha256(repr((str(folder.resolve()), stats)).encode()).hexdigest()[:16]
+    """Names, sizes and modification times of the source files, and the cache format: a changed file, or a
+    new format, gets a new cache."""
+    try:
+        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
+    except OSError as exc:
+        raise unreadable(folder, exc) from None
+    return hashlib.sha256(repr((str(folder.resolve()), stats, CACHE_FORMAT)).encode()).hexdigest()[:16]
 
 
 def convert_folder(folder, suffix, read_file):
@@ -104,8 +119,16 @@ def convert_folder(folder, suffix, read_file):
     return parts
 
 
+def unreadable(path, exc):
+    return UserError(f'cannot read {path} ({exc.strerror or type(exc).__name__}): it must be readable; '
+                     f'check its permissions or copy it again')
+
+
 def read_binary_file(path):
-    raw = np.fromfile(path, dtype=np.uint8)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise unreadable(path, exc) from None
     if raw.size != IMAGES_PER_FILE * RECORD_BYTES:
         raise UserError(f'{path} has {raw.size:,} bytes, expected {IMAGES_PER_FILE * RECORD_BYTES:,} '
                         f'({IMAGES_PER_FILE:,} records of {RECORD_BYTES} bytes): the file is truncated or '
@@ -117,7 +140,11 @@ def read_binary_file(path):
 
 def read_python_file(path):
     try:
-        with open(path, 'rb') as f:
+        f = open(path, 'rb')
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    try:
+        with f:
             batch = pickle.load(f, encoding='bytes')
         data, labels = np.asarray(batch[b'data']), np.asarray(batch[b'labels'])
     except Exception as exc:
@@ -159,9 +186,17 @@ def read_cache(cache_file):
         raise UserError(f'{cache_file} is not a readable CIFAR-10 cache of this project: delete it and '
                         f'run again (it is rebuilt from the source data)') from None
     for split, (images, labels) in parts.items():
-        if images.dtype != torch.uint8 or images.shape[1:] != (32, 32, 3) or len(labels) != len(images):
-            raise UserError(f'{cache_file} has a malformed {split} split: delete it and run again')
+        if not well_formed(images, labels, SPLIT_SIZES[split]):
+            raise UserError(f'{cache_file} has a malformed {split} split (expected {SPLIT_SIZES[split]:,} uint8 '
+                            f'32x32x3 images with int64 labels in 0..9): delete it and run again')
     return parts
+
+
+def well_formed(images, labels, count):
+    return (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)
+            and images.dtype == torch.uint8 and images.shape == (count, 32, 32, 3)
+            and labels.dtype == torch.int64 and labels.shape == (count,)
+            and bool(((labels >= 0) & (labels <= 9)).all()))
 
 
 def make_cache_dir(cache_dir):

@@ -5,6 +5,12 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask():
+    umask = os.umask(0)  # the only way to read it is to set it
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yields a temporary path beside `path`; on success it replaces `path` in one step, and on any error
@@ -15,6 +21,7 @@ def atomic_write(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide a shared cache from its other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -7,6 +7,7 @@ No config files: the hyp dict plus flags is the only configuration.
 import argparse
 import copy
 import json
+import math
 import os
 
 import torch
@@ -79,6 +80,8 @@ def check_ranges(hyp, args):
     hold one training batch (training drops the last partial batch), a momentum of 1, ..."""
     for path, value in flag_leaves(hyp):
         test, expected = HYP_RANGES.get(path[-1], (None, None))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{path[-1].replace('_', '-')} must be a finite number, got {value}")
         if test and not test(value):
             raise UserError(f"--{path[-1].replace('_', '-')} must be {expected}, got {value}")
     if args.subset < 0:

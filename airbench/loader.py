@@ -55,7 +55,8 @@ class CifarLoader:
         self.base_flip_mask = None
 
     def normalize(self, images):
-        return ((images.to(self.dtype) / 255 - self.mean) / self.std).to(self.dtype)
+        # in float32, rounded once to fp16 at the end (dividing in fp16 first rounds twice)
+        return ((images.float() / 255 - self.mean) / self.std).to(self.dtype)
 
     def __len__(self):
         n, bs = len(self.images), self.batch_size

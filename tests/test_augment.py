@@ -137,3 +137,12 @@ def test_with_labels_shares_the_images_and_changes_only_the_labels():
     assert loader.epoch == 2 and twin.epoch == 2
     with pytest.raises(ValueError, match='199 labels for 200 images'):
         loader.with_labels(labels[:199])
+
+
+def test_fp16_normalization_rounds_once():
+    """On CUDA the loader keeps fp16 images: computed in float32 and rounded once, not divided in fp16 first."""
+    values = torch.arange(256, dtype=torch.uint8).repeat(3, 1).view(1, 3, 16, 16)
+    loader = CifarLoader(torch.zeros(2, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), 1, 'cpu')
+    loader.dtype = torch.float16
+    exact = ((values.double() / 255 - loader.mean.double()) / loader.std.double()).half()
+    assert torch.equal(loader.normalize(values), exact)

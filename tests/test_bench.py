@@ -36,3 +36,14 @@ def test_bench_flag_errors_are_one_line():
         proc = subprocess.run([sys.executable, '-m', module, '--bogus'], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode != 0 and proc.stderr.startswith('error: unrecognized arguments: --bogus')
         assert proc.stderr.count('\n') == 1
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--translate', '40'], '--translate must be in 0..31'), (['--epochs', '0'], '--epochs must be > 0'),
+    (['--batch-size', '60000'], 'the training set (50,000 images) must hold at least one batch of 60,000'),
+])
+def test_loader_benchmark_range_errors_are_one_line_and_log_nothing(flags, message, tmp_path):
+    argv = [sys.executable, '-m', 'airbench.bench_loader', *flags, '--out', str(tmp_path)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and proc.stderr.startswith(f'error: {message}') and proc.stderr.count('\n') == 1
+    assert not (tmp_path / 'bench').exists()

@@ -1,6 +1,9 @@
 """The loader finds, checks and caches CIFAR-10; every bad input gets its one-line error and no cache."""
 import os
 import pickle
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torchvision
 
 from airbench.data import CACHE_NAME, load_cifar10
 from airbench.errors import UserError
-from conftest import FILES, REAL_CIFAR, expected_split
+from conftest import FILES, REAL_CIFAR, ROOT, expected_split
 
 
 def assert_same(parts):
@@ -140,6 +143,78 @@ def test_corrupt_cache_file(cache_dir, tmp_path):
     bad.write_bytes(b'\x00' * 100)
     with pytest.raises(UserError, match='not a readable CIFAR-10 cache'):
         load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize('edit', ['five_images', 'label_42', 'int32_labels', 'lists'])
+def test_a_cache_with_the_right_tag_but_wrong_contents_is_refused(edit, binary_cifar, cache_dir, tmp_path):
+    parts = load_cifar10(binary_cifar)
+    images, labels = parts['train'][0].clone(), parts['train'][1].clone()
+    if edit == 'five_images':
+        images, labels = images[:5], labels[:5]
+    elif edit == 'label_42':
+        labels[3] = 42
+    elif edit == 'int32_labels':
+        labels = labels.int()
+    else:
+        images, labels = images[:2].tolist(), labels[:2].tolist()
+    payload = {'format': 'cifar10-uint8-v1', 'train': {'images': images, 'labels': labels},
+               'test': {'images': parts['test'][0], 'labels': parts['test'][1]}}
+    torch.save(payload, tmp_path / CACHE_NAME)
+    with pytest.raises(UserError, match='has a malformed train split'):
+        load_cifar10(tmp_path)
+
+
+def test_the_cache_is_readable_by_others_as_the_umask_allows(binary_cifar, cache_dir):
+    old = os.umask(0o022)
+    try:
+        load_cifar10(binary_cifar)
+    finally:
+        os.umask(old)
+    [cache] = cache_dir.glob('cifar10-*.pt')
+    assert cache.stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+
+
+def test_a_new_cache_format_converts_again_instead_of_failing(binary_cifar, cache_dir, monkeypatch):
+    load_cifar10(binary_cifar)
+    monkeypatch.setattr('airbench.data.CACHE_FORMAT', 'cifar10-uint8-v-next')
+    assert_same(load_cifar10(binary_cifar))
+    assert len(list(cache_dir.glob('cifar10-*.pt'))) == 2
+
+
+def test_unreadable_files_and_a_file_as_data_dir(binary_cifar, python_cifar, cache_dir, tmp_path, monkeypatch):
+    for layout, name in (('cifar-10-batches-bin', 'data_batch_2.bin'), ('cifar-10-batches-py', 'data_batch_2')):
+        folder = tmp_path / layout / layout
+        folder.mkdir(parents=True)
+        source = (binary_cifar if layout.endswith('bin') else python_cifar) / layout
+        for path in source.iterdir():
+            if path.name != name:
+                os.symlink(path, folder / path.name)
+        (folder / name).mkdir()  # a folder where a batch file should be
+        with pytest.raises(UserError, match=f'cannot read .*{name} .*check its permissions'):
+            load_cifar10(folder.parent)
+    (tmp_path / 'notes.txt').write_text('not data')
+    with pytest.raises(UserError, match='--data-dir .*notes.txt is a file, not a folder'):
+        load_cifar10(tmp_path / 'notes.txt')
+    monkeypatch.setenv('CIFAR10_DIR', str(tmp_path / 'nowhere'))
+    with pytest.raises(UserError, match='^CIFAR10_DIR .*nowhere does not exist'):
+        load_cifar10()
+    assert cache_files(cache_dir) == []
+
+
+def test_sigterm_while_writing_the_cache_leaves_nothing_half_written(tmp_path):
+    # A job stopped by its scheduler: the temporary file is removed as on any other error.
+    code = ('import sys, time\n'
+            'from airbench.errors import install_excepthook\n'
+            'from airbench.files import atomic_write\n'
+            'install_excepthook()\n'
+            'with atomic_write(sys.argv[1]) as tmp:\n'
+            '    open(tmp, "w").write("half"); print("writing", flush=True); time.sleep(60)\n')
+    proc = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / 'cache.pt')], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == 'writing\n'
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_download_leaves_nothing(cache_dir, monkeypatch):

@@ -63,6 +63,8 @@ def test_a_script_can_set_its_own_run_flag_defaults():
     (['--batch-size', '60000'], r'training set \(50,000 images\) must hold at least one batch of 60,000: lower --batch-size$'),
     (['--cutout', '40'], r'--cutout must be in 0..32'),
     (['--flip', 'sideways'], r'--flip must be none, random, alternating, got sideways'),
+    (['--epochs', 'inf'], r'--epochs must be a finite number, got inf'),
+    (['--lr', 'nan'], r'--lr must be a finite number, got nan'),
 ])
 def test_values_no_run_can_use_are_one_line_errors(argv, message):
     with pytest.raises(UserError, match=message) as info:
