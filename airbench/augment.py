@@ -51,8 +51,9 @@ def in_layout_of(images, out):
 
 
 def batch_cutout(images, size, generator):
-    """Sets a size x size square, placed at random wholly inside each image, to zero (DeVries & Taylor
-    2017). Inputs are already normalized, so zero is the dataset's mean colour."""
+    """Sets a size x size square, placed at random wholly inside each image, to zero: cutout (DeVries & Taylor
+    2017, whose square may overhang the border) as airbench places it. Inputs are already normalized, so zero
+    is the dataset's mean colour."""
     if size == 0:
         return images
     n, _, h, w = images.shape

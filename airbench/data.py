@@ -92,8 +92,22 @@ def load_from_dir(data_dir, cache_dir, given_by='--data-dir'):
             cache_file = cache_dir / f'cifar10-{fingerprint(folder)}.pt'
             if not cache_file.exists():
                 write_cache(convert_folder(folder, suffix, read_file), cache_file, source=folder.resolve())
+                remove_older_conversions(cache_dir, folder.resolve(), cache_file)
             return read_cache(cache_file)
     raise UserError(f'{data_dir} holds neither cifar-10-batches-bin/ nor cifar-10-batches-py/: {FIX_HINT}')
+
+
+def remove_older_conversions(cache_dir, source, kept):
+    """Deletes the caches converted earlier from the same folder (its files changed since, or the format did),
+    so a folder has one cache, not one per change. A process still reading one keeps its mapping."""
+    for path in cache_dir.glob('cifar10-*.pt'):
+        if path == kept:
+            continue
+        try:
+            if torch.load(path, map_location='cpu', weights_only=True, mmap=True).get('source') == str(source):
+                path.unlink()
+        except Exception:
+            continue  # unreadable or already gone: not ours to judge
 
 
 def fingerprint(folder):

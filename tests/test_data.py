@@ -178,7 +178,21 @@ def test_a_new_cache_format_converts_again_instead_of_failing(binary_cifar, cach
     load_cifar10(binary_cifar)
     monkeypatch.setattr('airbench.data.CACHE_FORMAT', 'cifar10-uint8-v-next')
     assert_same(load_cifar10(binary_cifar))
-    assert len(list(cache_dir.glob('cifar10-*.pt'))) == 2
+    assert len(list(cache_dir.glob('cifar10-*.pt'))) == 1  # the old conversion of that folder is removed
+
+
+def test_a_changed_source_folder_replaces_its_cache_and_leaves_others(binary_cifar, cache_dir, tmp_path):
+    other = tmp_path / 'other'
+    (other / 'cifar-10-batches-bin').mkdir(parents=True)
+    for path in (binary_cifar / 'cifar-10-batches-bin').iterdir():
+        os.symlink(path, other / 'cifar-10-batches-bin' / path.name)
+    load_cifar10(binary_cifar)
+    load_cifar10(other)
+    first = {p.name for p in cache_dir.glob('cifar10-*.pt')}
+    (other / 'cifar-10-batches-bin' / 'readme.txt').write_text('a new file changes the fingerprint')
+    assert_same(load_cifar10(other))
+    after = {p.name for p in cache_dir.glob('cifar10-*.pt')}
+    assert len(first) == len(after) == 2 and len(first & after) == 1  # binary_cifar's cache is kept
 
 
 def test_unreadable_files_and_a_file_as_data_dir(binary_cifar, python_cifar, cache_dir, tmp_path, monkeypatch):
