@@ -55,6 +55,9 @@ def test_reference_data_files_hold_what_its_loader_expects(tmp_path):
     assert torch.equal(train['images'], images) and torch.equal(train['labels'], torch.arange(5))
     assert len(train['classes']) == 10 and train['classes'][0] == 'airplane'
     assert torch.equal(torch.load(folder / 'test.pt')['labels'], torch.tensor([3, 4]))
+    big = torch.zeros(4000, 32, 32, 3, dtype=torch.uint8)  # 12 MB, of which --subset keeps 10 images
+    folder = write_reference_data({'train': (big[:10], torch.zeros(4000, dtype=torch.long)[:10])}, tmp_path / 's')
+    assert (folder / 'train.pt').stat().st_size < 100_000  # the slice, not the storage it views
 
 
 def test_pairs_alternate_and_log_both_sides(synthetic_cache, tmp_path):
@@ -71,6 +74,16 @@ def test_pairs_alternate_and_log_both_sides(synthetic_cache, tmp_path):
         assert row['reference']['tta_val_acc'] == pytest.approx((test_labels == 0).float().mean().item())
         assert row['reference']['time_seconds'] == 2.0 and row['time_ratio'] == row['time_seconds'] / 2.0
         assert row['hyp']['opt']['batch_size'] == 64 and row['script'] == 'main7_mirror.py'
+
+
+def test_only_the_references_time_outlives_its_run(tmp_path):
+    # all its locals (loaders, model, optimizer) would stay on the GPU through our next run and our peak memory
+    from stats.sidebyside import ReferenceScript
+    split = (torch.zeros(4, 32, 32, 3, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    write_reference_data({'train': split, 'test': split}, tmp_path)
+    reference = ReferenceScript(write_stand_in(tmp_path / 'airbench94.py'), tmp_path)
+    assert reference.run(0, 0) == {'tta_val_acc': 1.0, 'time_seconds': 2.0}
+    assert reference.final_row == {'total_time_seconds': 2.0}
 
 
 def test_more_pairs_continue_the_log_and_a_new_config_is_refused(synthetic_cache, tmp_path):
