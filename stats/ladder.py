@@ -21,6 +21,7 @@ ladder_problems(root) lists, as one line each:
 import ast
 import difflib
 import re
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,8 +69,13 @@ def changed_lines(old_text, new_text):
     return added, removed
 
 
+def tag_comment(tag):
+    """A comment carrying the tag, from the tag to the end of the line."""
+    return re.compile(r'#.*\[' + re.escape(tag) + r'\].*')
+
+
 def has_tag_comment(lines, tag):
-    pattern = re.compile(r'#.*\[' + re.escape(tag) + r'\]')
+    pattern = tag_comment(tag)
     return any(pattern.search(line) for line in lines)
 
 
@@ -107,7 +113,7 @@ def top_level_sources(text):
     """{key: source} of the module's top-level statements (see statement_key), each with its decorators and
     the comment lines directly above it (where a `# [tag]` block comment sits)."""
     lines = text.splitlines()
-    sources = {}
+    sources, seen = {}, Counter()
     for node in ast.parse(text).body:
         key = statement_key(node)
         if key is None:
@@ -115,8 +121,8 @@ def top_level_sources(text):
         start = min([node.lineno] + [d.lineno for d in getattr(node, 'decorator_list', [])]) - 1
         while start > 0 and lines[start - 1].lstrip().startswith('#'):
             start -= 1
-        repeat = sum(k == key or k.startswith(key + ' (') for k in sources)
-        sources[key if not repeat else f'{key} ({repeat + 1})'] = '\n'.join(lines[start:node.end_lineno])
+        seen[key] += 1
+        sources[key if seen[key] == 1 else f'{key} ({seen[key]})'] = '\n'.join(lines[start:node.end_lineno])
     return sources
 
 
@@ -143,6 +149,11 @@ def dict_leaves(node, path, lines):
             yield leaf_path, (ast.unparse(value), '\n'.join(lines[key.lineno - 1:value.end_lineno]))
 
 
+def leaf_name(path):
+    """(\"'opt'\", \"'lr'\") -> 'opt.lr'"""
+    return '.'.join(p.strip("'\"") for p in path)
+
+
 def hyp_drift_problems(rung, parent_text, text):
     """(e): hyp leaves added or changed from the parent without the rung's tag on their line."""
     old, new = hyp_leaves(parent_text), hyp_leaves(text)
@@ -150,8 +161,8 @@ def hyp_drift_problems(rung, parent_text, text):
         return []
     problems = []
     for path, (value, line) in new.items():
-        name = '.'.join(p.strip("'\"") for p in path)
-        if path[-1].strip("'\"") in RETUNED_EVERY_STEP or has_tag_comment([line], rung.tag):
+        name = leaf_name(path)
+        if name.rpartition('.')[2] in RETUNED_EVERY_STEP or has_tag_comment([line], rung.tag):
             continue
         if path not in old:
             problems.append(f'{rung.script}: hyp leaf {name} is new but its line has no "# [{rung.tag}]" comment')
@@ -159,8 +170,8 @@ def hyp_drift_problems(rung, parent_text, text):
             problems.append(f'{rung.script}: hyp leaf {name} changed from {rung.parent}\'s ({old[path][0]} -> '
                             f'{value}) but its line has no "# [{rung.tag}]" comment (drift: tag it or undo it)')
     for path in old:
-        name = '.'.join(p.strip("'\"") for p in path)
-        if path not in new and not names_in_tagged_comment(text, rung.tag, path[-1].strip("'\"")):
+        name = leaf_name(path)
+        if path not in new and not names_in_tagged_comment(text, rung.tag, name.rpartition('.')[2]):
             problems.append(f'{rung.script}: hyp leaf {name} of {rung.parent} is gone, and no "# [{rung.tag}]" '
                             'comment names it (drift: say why in a tagged comment, or undo it)')
     return problems
@@ -168,8 +179,8 @@ def hyp_drift_problems(rung, parent_text, text):
 
 def names_in_tagged_comment(text, tag, name):
     """Whether a comment carrying the tag mentions `name`: where a rung says what its feature removed."""
-    tagged, word = re.compile(r'#.*\[' + re.escape(tag) + r'\].*'), re.compile(r'\b' + re.escape(name) + r'\b')
-    return any(word.search(match.group(0)) for match in tagged.finditer(text))
+    word = re.compile(r'\b' + re.escape(name) + r'\b')
+    return any(word.search(match.group(0)) for match in tag_comment(tag).finditer(text))
 
 
 def drift_problems(rung, parent_text, text):

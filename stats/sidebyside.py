@@ -109,12 +109,12 @@ class ReferenceScript:
         self.module = import_script(script, 'sidebyside_reference')
         if not all(hasattr(self.module, name) for name in ('main', 'make_net', 'print_training_details')):
             raise UserError(f'{script} is not the reference: {REFERENCE_HINT}')
-        self.final_row = {}
+        self.total_time_seconds = None
         report = self.module.print_training_details
 
         def capture(variables, is_final_entry):  # the last row of a run holds its timed total
             if is_final_entry:  # only the number: all its locals (loaders, model) would stay on the GPU
-                self.final_row = {'total_time_seconds': variables.get('total_time_seconds')}
+                self.total_time_seconds = variables.get('total_time_seconds')
             report(variables, is_final_entry)
         self.module.print_training_details = capture
         self.models = self.compiled_models() if len(inspect.signature(self.module.main).parameters) == 3 else ()
@@ -130,12 +130,12 @@ class ReferenceScript:
     def run(self, run, seed):
         import torch
         torch.manual_seed(seed)
-        self.final_row = {}
+        self.total_time_seconds = None
         with working_directory(self.folder):
             tta_val_acc = self.module.main(run, *self.models)
-        if self.final_row.get('total_time_seconds') is None:
+        if self.total_time_seconds is None:
             raise UserError(f'{self.script} printed no final row with total_time_seconds: {REFERENCE_HINT}')
-        return {'tta_val_acc': float(tta_val_acc), 'time_seconds': float(self.final_row['total_time_seconds'])}
+        return {'tta_val_acc': float(tta_val_acc), 'time_seconds': float(self.total_time_seconds)}
 
 
 def pair_row(ours, reference, pair, seed, our_result, reference_result, session):

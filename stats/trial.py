@@ -190,9 +190,7 @@ class Trial:
         # The main log and its shard logs are one trial: a seed done in any of them is done (a shard's
         # seeds merged into the main log, and a plain run's seeds not yet merged from the shards).
         main = log_path(self.args.out, self.script.name, self.variant, self.hardware)
-        paths = [main, *shard_logs_of(main)]
-        if self.path not in paths:
-            paths.append(self.path)
+        paths = [main, *shard_logs_of(main)]  # this job's own shard log among them, once it exists
         logged = set()
         for path in paths:
             rows = read_rows(path)

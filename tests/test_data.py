@@ -182,10 +182,7 @@ def test_a_new_cache_format_converts_again_instead_of_failing(binary_cifar, cach
 
 
 def test_a_changed_source_folder_replaces_its_cache_and_leaves_others(binary_cifar, cache_dir, tmp_path):
-    other = tmp_path / 'other'
-    (other / 'cifar-10-batches-bin').mkdir(parents=True)
-    for path in (binary_cifar / 'cifar-10-batches-bin').iterdir():
-        os.symlink(path, other / 'cifar-10-batches-bin' / path.name)
+    other = copy_layout(binary_cifar, tmp_path / 'other')
     load_cifar10(binary_cifar)
     load_cifar10(other)
     first = {p.name for p in cache_dir.glob('cifar10-*.pt')}
@@ -196,13 +193,12 @@ def test_a_changed_source_folder_replaces_its_cache_and_leaves_others(binary_cif
 
 
 def test_unreadable_files_and_a_file_as_data_dir(binary_cifar, python_cifar, cache_dir, tmp_path, monkeypatch):
-    for layout, name in (('cifar-10-batches-bin', 'data_batch_2.bin'), ('cifar-10-batches-py', 'data_batch_2')):
-        folder = tmp_path / layout / layout
-        folder.mkdir(parents=True)
-        source = (binary_cifar if layout.endswith('bin') else python_cifar) / layout
-        for path in source.iterdir():
-            if path.name != name:
-                os.symlink(path, folder / path.name)
+    binary = copy_layout(binary_cifar, tmp_path / 'binary', 'data_batch_2') / 'cifar-10-batches-bin'
+    python = tmp_path / 'python' / 'cifar-10-batches-py'
+    python.mkdir(parents=True)
+    for name in FILES[:1] + FILES[2:]:
+        os.symlink(python_cifar / 'cifar-10-batches-py' / name, python / name)
+    for folder, name in ((binary, 'data_batch_2.bin'), (python, 'data_batch_2')):
         (folder / name).mkdir()  # a folder where a batch file should be
         with pytest.raises(UserError, match=f'cannot read .*{name} .*check its permissions'):
             load_cifar10(folder.parent)
