@@ -6,6 +6,12 @@ written here (`cifar10_uint8.pt`); otherwise the cache directory (CIFAR10_CACHE,
 ~/.cache/cifar10-ladder): its downloaded copy, else the newest copy converted from a --data-dir, else a
 torchvision download into it. Whatever the source, the decoded arrays are cached
 once, so later starts only read 184 MB of uint8 and take well under a second.
+
+Every message names where the data came from: --data-dir, or CIFAR10_DIR when only the variable is set
+(airbench/flags.py leaves data_dir None then, and load_cifar10 reads it). A cache stores the sha256 of its
+images and labels, checked on every read (one pass, a fraction of a second): a damaged cache, or one of another
+format, is refused with the file's name and how to rebuild it, never trained on, and never silently replaced
+by a download. What a killed writer left in the cache folder is removed (airbench/files.py).
 """
 import hashlib
 import os
@@ -18,10 +24,11 @@ import numpy as np
 import torch
 
 from airbench.errors import UserError
-from airbench.files import atomic_write
+from airbench.files import atomic_write, remove_stale_partials
 
 CACHE_NAME = 'cifar10_uint8.pt'
-CACHE_FORMAT = 'cifar10-uint8-v1'
+CACHE_FORMAT = 'cifar10-uint8-v2'  # v2 adds the sha256 of the images and labels
+DOWNLOADED = 'torchvision download'  # the source recorded in a downloaded cache
 TRAIN_FILES = [f'data_batch_{i}' for i in range(1, 6)]
 TEST_FILE = 'test_batch'
 IMAGES_PER_FILE = 10_000
@@ -40,30 +47,42 @@ def load_cifar10(data_dir=None, cache_dir=None, quiet=False):
     given_by = '--data-dir' if data_dir else 'CIFAR10_DIR'
     data_dir = data_dir or os.environ.get('CIFAR10_DIR')
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    if cache_dir.is_dir():
+        remove_stale_partials(cache_dir, 'cifar10*')
     if data_dir:
         return load_from_dir(Path(data_dir).expanduser(), cache_dir, given_by)
     cache_file = cache_dir / CACHE_NAME
     if not cache_file.exists():
-        converted = newest_converted_cache(cache_dir)
+        converted = newest_converted_cache(cache_dir, strict=True)
         if converted:  # an earlier --data-dir run already converted a copy: no need to download another
+            parts = read_cache(converted[0])
             if not quiet:
                 print(f'using {converted[0]}, converted from {converted[1]}; pass --data-dir to pick another copy')
-            return read_cache(converted[0])
+            return parts
         download_cifar10(cache_dir, quiet)
     return read_cache(cache_file)
 
 
-def newest_converted_cache(cache_dir):
-    """(path, source folder) of the newest cache converted from a --data-dir folder, or None."""
-    caches = sorted(cache_dir.glob('cifar10-*.pt'), key=modified_time, reverse=True)
-    for path in caches:
+def newest_converted_cache(folder, strict=False):
+    """(path, source folder) of the newest cache in `folder` converted from a --data-dir folder, or None. strict
+    (the cache folder, which holds only ours): if none is of this format, a cache that cannot be loaded is refused
+    and one of another format returned for read_cache to refuse, rather than hidden by a download."""
+    damaged = other = None
+    for path in sorted(folder.glob('cifar10-*.pt'), key=modified_time, reverse=True):
         try:
-            payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-            if payload.get('format') == CACHE_FORMAT:
-                return path, payload.get('source', 'an unrecorded folder')
-        except Exception:
-            continue  # unreadable: the download path, or an explicit --data-dir, still works
-    return None
+            payload = load_payload(path)
+        except UserError as exc:
+            damaged = damaged or exc
+            continue
+        if payload is None:
+            continue
+        source = payload.get('source', 'an unrecorded folder')
+        if payload['format'] == CACHE_FORMAT:
+            return path, source
+        other = other or (path, source)
+    if strict and damaged:
+        raise damaged
+    return other if strict else None
 
 
 def modified_time(path):
@@ -94,7 +113,7 @@ def load_from_dir(data_dir, cache_dir, given_by='--data-dir'):
                 write_cache(convert_folder(folder, suffix, read_file), cache_file, source=folder.resolve())
                 remove_older_conversions(cache_dir, folder.resolve(), cache_file)
             return read_cache(cache_file)
-    raise UserError(f'{data_dir} holds neither cifar-10-batches-bin/ nor cifar-10-batches-py/: {FIX_HINT}')
+    raise UserError(f'{given_by} {data_dir} holds neither cifar-10-batches-bin/ nor cifar-10-batches-py/: {FIX_HINT}')
 
 
 def remove_older_conversions(cache_dir, source, kept):
@@ -180,30 +199,73 @@ def check_labels(path, images, labels):
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def write_cache(parts, cache_file, source='torchvision download'):
+def write_cache(parts, cache_file, source=DOWNLOADED):
     """Written atomically, so a failed conversion never leaves a half-written cache."""
     make_cache_dir(cache_file.parent)
-    payload = {'format': CACHE_FORMAT, 'source': str(source)}
-    for split, (images, labels) in parts.items():
-        payload[split] = {'images': torch.from_numpy(images), 'labels': torch.from_numpy(labels)}
+    tensors = {split: tuple(torch.from_numpy(array) for array in arrays) for split, arrays in parts.items()}
+    payload = {'format': CACHE_FORMAT, 'source': str(source), 'sha256': checksum(tensors)}
+    for split, (images, labels) in tensors.items():
+        payload[split] = {'images': images, 'labels': labels}
     with atomic_write(cache_file) as tmp:
         torch.save(payload, tmp)
 
 
 def read_cache(cache_file):
+    payload = load_payload(cache_file)
+    if payload is None:
+        raise UserError(f'{cache_file} was removed while it was being read (by another run converting again?): '
+                        'run again')
+    source = payload.get('source')
+    if payload['format'] != CACHE_FORMAT:
+        raise UserError(f'{cache_file} is a CIFAR-10 cache of format {payload["format"]}, but this version reads '
+                        f'{CACHE_FORMAT}, which adds a checksum: {rebuild_hint(source)}')
     try:
-        payload = torch.load(cache_file, map_location='cpu', weights_only=True, mmap=True)
-        if payload['format'] != CACHE_FORMAT:
-            raise ValueError(payload['format'])
         parts = {s: (payload[s]['images'], payload[s]['labels']) for s in ('train', 'test')}
     except Exception:
-        raise UserError(f'{cache_file} is not a readable CIFAR-10 cache of this project: delete it and '
-                        f'run again (it is rebuilt from the source data)') from None
+        raise UserError(f'{cache_file} is not a readable CIFAR-10 cache of this project (damaged?): '
+                        f'{rebuild_hint(source)}') from None
     for split, (images, labels) in parts.items():
         if not well_formed(images, labels, SPLIT_SIZES[split]):
             raise UserError(f'{cache_file} has a malformed {split} split (expected {SPLIT_SIZES[split]:,} uint8 '
-                            f'32x32x3 images with int64 labels in 0..9): delete it and run again')
+                            f'32x32x3 images with int64 labels in 0..9): {rebuild_hint(source)}')
+    if payload.get('sha256') != checksum(parts):
+        raise UserError(f'{cache_file} is damaged: its images or labels differ from the sha256 stored when it was '
+                        f'written (a disk or copy error); {rebuild_hint(source)}')
     return parts
+
+
+def load_payload(cache_file):
+    """A cache's dict, memory-mapped (its tensors not read yet); None if the file is gone. A file that cannot be
+    loaded, or is no cache of this project, is refused."""
+    try:
+        payload = torch.load(cache_file, map_location='cpu', weights_only=True, mmap=True)
+    except FileNotFoundError:
+        return None  # removed since it was listed: remove_older_conversions in another run
+    except Exception:
+        payload = None
+    if not isinstance(payload, dict) or not isinstance(payload.get('format'), str):
+        raise UserError(f'{cache_file} is not a readable CIFAR-10 cache of this project (damaged?): '
+                        f'{rebuild_hint()}')
+    return payload
+
+
+def checksum(parts):
+    """sha256 of the images and labels of both splits, in a fixed order: a zeroed or flipped byte anywhere in
+    them changes it. One pass over 184 MB, about 0.1 s with the CPU's SHA instructions."""
+    digest = hashlib.sha256()
+    for split in ('train', 'test'):
+        for tensor in parts[split]:
+            digest.update(tensor.contiguous().numpy())
+    return digest.hexdigest()
+
+
+def rebuild_hint(source=None):
+    """How to get a good cache back, from the source recorded in the bad one where it could be read."""
+    if source == DOWNLOADED:
+        return 'delete it and run again: it is rebuilt from a new download (or pass --data-dir FOLDER)'
+    if source:
+        return f'delete it and run again with --data-dir {source}: it is rebuilt from that folder'
+    return 'delete it and run again: it is rebuilt from the source data (--data-dir FOLDER, or a download)'
 
 
 def well_formed(images, labels, count):

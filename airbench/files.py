@@ -1,8 +1,24 @@
-"""Writing a file so that a failure never leaves it half-written or clobbers the old one."""
+"""Writing a file so that a failure never leaves it half-written or clobbers the old one.
+
+atomic_write writes into a temporary file beside the target, `.NAME.partial-HOST-PID-RANDOM`, and renames it
+over the target when done; on an error, or SIGTERM (airbench/errors.py), it removes it. Only a process killed
+outright (SIGKILL, the out-of-memory killer, a power cut) leaves it behind, up to 185 MB for the data cache.
+The next write of that target (and every load of the data cache) removes such leftovers: a temporary file of
+this host whose process no longer runs, and any not written to for STALE_SECONDS, which covers a writer on
+another host of a shared folder and the files of versions that did not name their pid. A concurrent writer's
+file is kept: its process runs, and it writes far more often than that (one save takes seconds).
+"""
 import contextlib
+import glob
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
+
+STALE_SECONDS = 3600  # a cache save takes seconds, even on a slow network file system
+PARTIAL_NAME = re.compile(r'\..+\.partial-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+')  # mkstemp adds [a-z0-9_]+
 
 
 def current_umask():
@@ -11,13 +27,49 @@ def current_umask():
     return umask
 
 
+def host_name():
+    return re.sub(r'[^A-Za-z0-9.-]', '_', socket.gethostname()) or 'host'
+
+
+def is_running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's process
+        return True
+    return True
+
+
+def is_stale(path):
+    """Whether a temporary file of atomic_write was left by a killed process (see top)."""
+    match = PARTIAL_NAME.fullmatch(path.name)
+    if match and match['host'] == host_name() and not is_running(int(match['pid'])):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > STALE_SECONDS
+    except OSError:  # removed meanwhile, by its writer or another cleaner
+        return False
+
+
+def remove_stale_partials(folder, name_pattern='*'):
+    """Removes what killed writers left in `folder` (see top). name_pattern: a glob of the targets' names."""
+    for path in Path(folder).glob(f'.{name_pattern}.partial-*'):
+        if is_stale(path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yields a temporary path beside `path`; on success it replaces `path` in one step, and on any error
     it is removed, leaving `path` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.partial-')
+    remove_stale_partials(path.parent, glob.escape(path.name))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.partial-{host_name()}-{os.getpid()}-')
     os.close(fd)
     try:
         yield tmp

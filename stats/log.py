@@ -10,11 +10,16 @@ row whose seed the log already holds (two invocations that planned the same seed
 run twice is not an independent sample. A main log and its shard logs are one trial: seeds done in either
 count as done.
 
-Damaged lines. A run killed mid-write can leave its line cut short. Readers skip such a line with a
-one-line warning naming the file and line number. The line is left in place, as evidence, rather than
-repaired by guessing; the next writer first appends a newline, so the damaged line stays a line of its own
-and the rows after it parse. A line that is not a cut-short row (text, CSV, a JSON list) means the file
-is not a results log at all, and reading it is refused.
+Damaged lines. A run killed mid-write can leave its line cut short; a crash can leave a tail of NUL bytes; a
+hand edit or a disk can leave a junk line or a byte that is not UTF-8. Readers skip each line that is not a
+results row (a JSON object with the keys of ROW_TYPES) with a one-line warning naming the file and line
+number. The line is left in place, as evidence, rather than repaired by guessing; the next writer first
+appends a newline, so the damaged line stays a line of its own and the rows after it parse. Two things are
+refused instead, with a one-line error. A file that holds no row at all but a line no killed writer leaves
+(text, CSV, a JSON list: anything but a cut-short row or NUL bytes) is not a results log, e.g. a CSV passed
+as --out; skipping its every line would read it as an empty log and append to it. A row whose values are
+wrong (a seed that is not an integer, an accuracy outside [0, 1] such as 94.12 given in percent) was edited
+by hand or written by another program, and skipping it would silently change the statistics.
 """
 import fcntl
 import json
@@ -29,6 +34,10 @@ ROW_TYPES = {'script': str, 'variant': str, 'seed': int, 'hyp': dict, 'args': di
              'tta_val_acc': (int, float), 'time_seconds': (int, float)}  # what every reader relies on
 REQUIRED_KEYS = tuple(ROW_TYPES)
 TYPE_NAMES = {str: 'a string', int: 'an integer', dict: 'an object', (int, float): 'a number'}
+ACCURACY_KEYS = ('val_acc', 'tta_val_acc')  # fractions in [0, 1]; val_acc is checked where a row has it
+CUT_SHORT = 'is cut short (a run killed while writing?)'
+NUL_BYTES = 'is only NUL bytes (a crash while writing?)'
+CRASH_DAMAGE = (CUT_SHORT, NUL_BYTES)  # what a killed writer leaves, unlike the lines of a foreign file
 SHARD_SUFFIX = re.compile(r'\.shard-(\d+)-of-(\d+)$')
 ABSENT = object()  # a leaf present on one side of a config comparison only
 RESTART_HINT = 'pass --variant NAME to start a new log or --force to mix'
@@ -60,32 +69,69 @@ def main_log_path(shard_path):
     return path.with_name(SHARD_SUFFIX.sub('', stem) + '.jsonl')
 
 
-def parse_line(path, number, line):
-    """The row on one line, or None (with a warning) for a row cut short by a killed writer."""
+def decode_line(line):
+    """(row, None) for a line (bytes) that holds a results row, else (None, what is wrong with it)."""
+    if line.strip(b'\0 \t\r') == b'':
+        return None, NUL_BYTES
     try:
-        row = json.loads(line)
+        text = line.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        return None, f'is not UTF-8 text (byte {exc.start + 1} is {line[exc.start]:#04x})'
+    try:
+        row = json.loads(text)
     except json.JSONDecodeError:
         # Every row is written by json.dumps of a dict with string keys, so it starts '{"'; an unparsable line
-        # that starts so is a row cut short; any other means the file was never a results log (a Python dict
-        # repr, text, CSV).
-        if line.lstrip().startswith('{"') or line.strip() == '{':
-            print(f'warning: {path} line {number} is cut short (a run killed while writing?); skipped, '
-                  'left in place', file=sys.stderr)
-            return None
-        raise UserError(f'{path} line {number} is not JSON: this file is not a results log (JSON Lines); '
-                        'move it away or pass another --out') from None
+        # that starts so is a row cut short by a killed writer.
+        if text.lstrip('\0 \t\r').startswith('{"') or text.strip('\0 \t\r') == '{':
+            return None, CUT_SHORT
+        return None, 'is not JSON'
     if not isinstance(row, dict) or not all(key in row for key in REQUIRED_KEYS):
-        raise UserError(f'{path} line {number} is not a results row (expected keys {", ".join(REQUIRED_KEYS)}): '
-                        'this file is not a results log; move it away or pass another --out')
+        return None, f'is not a results row (expected keys {", ".join(REQUIRED_KEYS)})'
+    return row, None
+
+
+def check_values(path, number, row):
+    """Refuses a row whose values no run writes (see top)."""
     for key, expected in ROW_TYPES.items():
         if not isinstance(row[key], expected) or isinstance(row[key], bool):
-            raise UserError(f'{path} line {number}: {key} is {json.dumps(row[key])}, not {TYPE_NAMES[expected]}: the '
-                            'row was edited by hand or written by another program; fix that line or move the file away')
-    return row
+            raise UserError(f'{path} line {number}: {key} is {json.dumps(row[key])}, not {TYPE_NAMES[expected]}: '
+                            'the row was edited by hand or written by another program; fix that line or move the file '
+                            'away')
+    for key in ACCURACY_KEYS:
+        value = row.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise UserError(f'{path} line {number}: {key} is {json.dumps(value)}, not a fraction in [0, 1]'
+                            f'{percent_hint(value)}: fix that line or move the file away')
+
+
+def percent_hint(value):
+    """' (in percent? ...)' for an accuracy such as 94.12, else ''."""
+    in_percent = isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value <= 100
+    return f' (in percent? as a fraction it is {value / 100:.6g})' if in_percent else ''
+
+
+def parse_rows(path, data):
+    """The rows in a log's bytes, and (line number, what is wrong) for each damaged line (see top)."""
+    rows, damaged = [], []
+    for number, line in enumerate(data.split(b'\n'), 1):
+        if not line.strip():
+            continue
+        row, problem = decode_line(line)
+        if row is None:
+            damaged.append((number, problem))
+            continue
+        check_values(path, number, row)
+        rows.append(row)
+    foreign = [(number, problem) for number, problem in damaged if problem not in CRASH_DAMAGE]
+    if foreign and not rows:
+        number, problem = foreign[0]
+        raise UserError(f'{path} line {number} {problem} and no line is a results row: this file is not a results '
+                        'log (JSON Lines); move it away or pass another --out')
+    return rows, damaged
 
 
 def read_rows(path):
-    """Every row of a log, in order; [] for a file that does not exist yet."""
+    """Every row of a log, in order, with a warning per damaged line; [] for a file that does not exist yet."""
     path = Path(path)
     if not path.exists():
         return []
@@ -93,11 +139,12 @@ def read_rows(path):
         with open(path, 'rb') as f:
             fcntl.flock(f, fcntl.LOCK_SH)  # a concurrent writer's half-written line is never seen
             data = f.read()
-        text = data.decode('utf-8')
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise UserError(f'cannot read {path} as a results log: {exc}') from None
-    rows = [parse_line(path, number, line) for number, line in enumerate(text.split('\n'), 1) if line.strip()]
-    return [row for row in rows if row is not None]
+    rows, damaged = parse_rows(path, data)
+    for number, problem in damaged:
+        print(f'warning: {path} line {number} {problem}; skipped, left in place', file=sys.stderr)
+    return rows
 
 
 def append_row(path, row, new_seed=False):
@@ -111,7 +158,7 @@ def append_row(path, row, new_seed=False):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
-        if new_seed and row['seed'] in seeds_in(os.pread(fd, size, 0)):
+        if new_seed and row['seed'] in seeds_in(os.pread(fd, size, 0), path):
             return False
         if size and os.pread(fd, 1, size - 1) != b'\n':
             data = b'\n' + data
@@ -122,17 +169,9 @@ def append_row(path, row, new_seed=False):
         os.close(fd)
 
 
-def seeds_in(data):
-    """The seeds of the rows in a log's bytes; damaged lines are left to the readers to report."""
-    seeds = set()
-    for line in data.decode('utf-8', errors='replace').split('\n'):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and 'seed' in row:
-            seeds.add(row['seed'])
-    return seeds
+def seeds_in(data, path):
+    """The seeds of the rows that read_rows would return for a log's bytes; it reports the damaged lines."""
+    return {row['seed'] for row in parse_rows(path, data)[0]}
 
 
 def config_of(row):

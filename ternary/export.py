@@ -4,9 +4,13 @@ File layout:
 
     bytes 0..7     magic b'TERNPACK'
     bytes 8..15    header length H, unsigned 64-bit little-endian
-    next H bytes   header, UTF-8 JSON: {'format': 'ternary-packed', 'version': 1, 'fingerprint': sha256 of the
-                   sorted state_dict names and shapes, 'payload_bytes': int, 'tensors': {state_dict key: entry}}
+    next H bytes   header, UTF-8 JSON: {'format': 'ternary-packed', 'version': 2, 'fingerprint': sha256 of the
+                   sorted state_dict names and shapes, 'payload_bytes': int, 'payload_sha256': hex sha256 of the
+                   payload, 'tensors': {state_dict key: entry}}
     the rest       payload: each tensor's bytes at the [offset, nbytes] its entry names
+
+Loading checks the payload against its sha256 before decoding anything: a garbled byte would otherwise load as
+a wrong weight or a NaN logit. Version 1 files, written before the checksum, are refused: export them again.
 
 Every state_dict entry (parameters and buffers) has an entry with its shape and dtype. A ternary layer's weight
 is stored as 2-bit codes plus float32 scales ('encoding': 'ternary2'); everything else (layers kept in full
@@ -16,6 +20,7 @@ precision, BatchNorm, running statistics) as its raw bytes in its own dtype ('en
 order F.unfold uses, and each row is packed on its own, four codes per byte, the first in the lowest bits. A
 field is the code's 2-bit two's complement: 0 -> 00, 1 -> 01, -1 -> 11 (10 is never written). Rows are
 zero-padded to a multiple of 4 codes; a zero field is code 0, so padding adds nothing to a dot product.
+Loading refuses a field 10 anywhere, padding included: it decodes to -2, which no ternary weight is.
 Worked example:
 
     codes    [-1,  0,  1,  1]
@@ -42,7 +47,7 @@ from ternary.layers import TernaryLayer, check_convertible, is_quantizable, make
 from ternary.quant import dequantize
 
 MAGIC = b'TERNPACK'
-FORMAT, VERSION = 'ternary-packed', 1
+FORMAT, VERSION = 'ternary-packed', 2  # 2: the payload's sha256 in the header
 
 
 def pack_codes(codes):
@@ -58,6 +63,12 @@ def unpack_codes(packed, k):
     fields = (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
     codes = fields - 2 * (fields & 2)
     return codes.reshape(packed.shape[0], -1)[:, :k].to(torch.int8)
+
+
+def count_reserved_fields(packed):
+    """How many 2-bit fields of packed codes are 10, the field none of -1, 0, +1 is written as."""
+    fields = (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
+    return int((fields == 2).sum())
 
 
 def ternary_weights(model):
@@ -106,7 +117,8 @@ def export_packed(model, path):
     entries, payload = encode_state(unwrap(model))
     shapes = {key: entry['shape'] for key, entry in entries.items()}
     header = json.dumps({'format': FORMAT, 'version': VERSION, 'fingerprint': fingerprint(shapes),
-                         'payload_bytes': len(payload), 'tensors': entries}).encode()
+                         'payload_bytes': len(payload), 'payload_sha256': hashlib.sha256(payload).hexdigest(),
+                         'tensors': entries}).encode()
     with atomic_write(path) as tmp, open(tmp, 'wb') as f:
         f.write(MAGIC + struct.pack('<Q', len(header)) + header)
         f.write(payload)
@@ -131,8 +143,12 @@ def read_packed(path):
         raise UserError(f'{path} is truncated or corrupt: export the model again')
     if header.get('format') != FORMAT or header.get('version') != VERSION:
         raise UserError(f"{path} is {header.get('format')} version {header.get('version')}; "
-                        f'this code reads {FORMAT} version {VERSION}')
-    return header, data[16 + header_len:]
+                        f'this code reads {FORMAT} version {VERSION} (2 added a checksum): export the model again')
+    payload = data[16 + header_len:]
+    if hashlib.sha256(payload).hexdigest() != header.get('payload_sha256'):
+        raise UserError(f'{path} is corrupt: its payload differs from the sha256 in its header (a disk or copy '
+                        'error?); copy the file again or export the model again')
+    return header, payload
 
 
 def decode_tensor(payload, span, dtype, shape):
@@ -177,6 +193,9 @@ def decode_entry(entry, payload):
     packed = decode_tensor(payload, entry['codes'], torch.uint8, [shape[0], -1])
     if packed.shape[1] != math.ceil(k / 4):
         raise CorruptEntry(f'has {packed.shape[1]} code bytes per row, expected ceil({k} / 4)')
+    reserved = count_reserved_fields(packed)
+    if reserved:
+        raise CorruptEntry(f'holds {reserved} reserved 2-bit code(s) 10, which mean none of -1, 0, +1')
     codes = unpack_codes(packed, k).view(shape)
     scale = decode_tensor(payload, entry['scale'], torch.float32, [-1] + [1] * (len(shape) - 1))
     scales = shape[0] if entry['per_channel'] else 1

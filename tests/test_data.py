@@ -1,17 +1,20 @@
 """The loader finds, checks and caches CIFAR-10; every bad input gets its one-line error and no cache."""
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from airbench.data import CACHE_NAME, load_cifar10
+from airbench.data import CACHE_FORMAT, CACHE_NAME, load_cifar10
 from airbench.errors import UserError
+from airbench.files import STALE_SECONDS, atomic_write
 from conftest import FILES, REAL_CIFAR, ROOT, expected_split
 
 
@@ -157,7 +160,7 @@ def test_a_cache_with_the_right_tag_but_wrong_contents_is_refused(edit, binary_c
         labels = labels.int()
     else:
         images, labels = images[:2].tolist(), labels[:2].tolist()
-    payload = {'format': 'cifar10-uint8-v1', 'train': {'images': images, 'labels': labels},
+    payload = {'format': CACHE_FORMAT, 'train': {'images': images, 'labels': labels},
                'test': {'images': parts['test'][0], 'labels': parts['test'][1]}}
     torch.save(payload, tmp_path / CACHE_NAME)
     with pytest.raises(UserError, match='has a malformed train split'):
@@ -225,6 +228,139 @@ def test_sigterm_while_writing_the_cache_leaves_nothing_half_written(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+def zero_bytes(path, offset, count=4096):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(b'\0' * count)
+
+
+def test_zeroed_bytes_in_a_converted_cache_are_refused_before_training(binary_cifar, cache_dir, monkeypatch):
+    load_cifar10(binary_cifar)
+    [cache] = cache_dir.glob('cifar10-*.pt')
+    zero_bytes(cache, cache.stat().st_size // 2)  # inside the train images: the file still loads
+    damaged = cache.read_bytes()
+    source = (binary_cifar / 'cifar-10-batches-bin').resolve()
+    message = (f'^{cache} is damaged: its images or labels differ from the sha256 stored when it was written .*; '
+               f'delete it and run again with --data-dir {source}: it is rebuilt from that folder$')
+    with pytest.raises(UserError, match=message):
+        load_cifar10(binary_cifar)
+    monkeypatch.setattr('airbench.data.download_cifar10', lambda *a: pytest.fail('downloaded over a damaged cache'))
+    with pytest.raises(UserError, match=message):
+        load_cifar10()
+    assert cache.read_bytes() == damaged  # refused, not repaired or replaced behind the user's back
+    cache.unlink()
+    assert_same(load_cifar10(binary_cifar))  # rebuilt from the source, as the message says
+
+
+def test_a_damaged_download_cache_is_refused_with_its_name(synthetic_cache, cache_dir):
+    cache_dir.mkdir()
+    shutil.copy(synthetic_cache / CACHE_NAME, cache_dir / CACHE_NAME)  # written as a download writes it
+    assert_same(load_cifar10())
+    zero_bytes(cache_dir / CACHE_NAME, (cache_dir / CACHE_NAME).stat().st_size - 100_000)  # in the test images
+    with pytest.raises(UserError, match=f'^{cache_dir / CACHE_NAME} is damaged: .*rebuilt from a new download'):
+        load_cifar10()
+
+
+def test_an_unloadable_cache_without_data_dir_is_named_not_reported_as_a_failed_download(binary_cifar, cache_dir,
+                                                                                         monkeypatch):
+    load_cifar10(binary_cifar)
+    [cache] = cache_dir.glob('cifar10-*.pt')
+    zero_bytes(cache, 0)  # the zip header: torch.load fails
+    monkeypatch.setattr('airbench.data.download_cifar10', lambda *a: pytest.fail('downloaded over a damaged cache'))
+    with pytest.raises(UserError, match=f'^{cache} is not a readable CIFAR-10 cache of this project .damaged.*: '
+                                        'delete it and run again') as info:
+        load_cifar10()
+    assert '\n' not in str(info.value) and 'download CIFAR-10' not in str(info.value)
+
+
+def old_format_cache(parts, path, source):
+    """A cache as the previous format wrote it: no checksum."""
+    payload = {'format': 'cifar10-uint8-v1', 'source': str(source)}
+    for split, (images, labels) in parts.items():
+        payload[split] = {'images': images, 'labels': labels}
+    torch.save(payload, path)
+
+
+def test_a_cache_of_the_old_format_without_checksum_is_refused_or_converted_again(binary_cifar, cache_dir):
+    parts = load_cifar10(binary_cifar, cache_dir=cache_dir / 'elsewhere')
+    old_format_cache(parts, cache_dir / CACHE_NAME, 'torchvision download')
+    with pytest.raises(UserError, match=f'^{cache_dir / CACHE_NAME} is a CIFAR-10 cache of format cifar10-uint8-v1, '
+                                        f'but this version reads {CACHE_FORMAT}.*rebuilt from a new download'):
+        load_cifar10()
+    (cache_dir / CACHE_NAME).unlink()
+    source = (binary_cifar / 'cifar-10-batches-bin').resolve()
+    old_format_cache(parts, cache_dir / 'cifar10-0123456789abcdef.pt', source)  # converted by the old version
+    with pytest.raises(UserError, match=f'format cifar10-uint8-v1.*run again with --data-dir {source}'):
+        load_cifar10()
+    assert_same(load_cifar10(binary_cifar))  # converted again; the old conversion of that folder is removed
+    assert [p.name for p in cache_dir.glob('*.pt')] != ['cifar10-0123456789abcdef.pt']
+    assert len(list(cache_dir.glob('*.pt'))) == 1 and 'sha256' in torch.load(next(cache_dir.glob('*.pt')))
+    assert_same(load_cifar10())
+
+
+KILLED_WRITER = ('import sys, time\n'
+                 'from airbench.files import atomic_write\n'
+                 'with atomic_write(sys.argv[1]) as tmp:\n'
+                 '    open(tmp, "w").write("half"); print("writing", flush=True); sys.stdin.readline()\n')
+
+
+def start_writer(target):
+    proc = subprocess.Popen([sys.executable, '-c', KILLED_WRITER, str(target)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == 'writing\n'
+    return proc
+
+
+def partials(folder):
+    return sorted(p.name for p in folder.glob('.*.partial-*'))
+
+
+def test_a_cache_half_written_by_a_killed_run_is_removed_but_a_live_writers_is_kept(binary_cifar, cache_dir):
+    cache_dir.mkdir()
+    killed = start_writer(cache_dir / CACHE_NAME)
+    killed.kill()  # SIGKILL: no finally block runs
+    killed.wait(timeout=30)
+    [left] = partials(cache_dir)
+    live = start_writer(cache_dir / 'cifar10-live.pt')  # another run converting right now
+    [live_partial] = [name for name in partials(cache_dir) if name != left]
+    other_host = cache_dir / f'.{CACHE_NAME}.partial-otherhost-{os.getpid()}-abc'
+    old_style = cache_dir / f'.{CACHE_NAME}.partial-k2j4_x9q'  # named before the pid was in the name
+    for path in (other_host, old_style):
+        path.write_text('half')
+    os.utime(old_style, (time.time() - STALE_SECONDS - 60,) * 2)
+    try:
+        assert_same(load_cifar10(binary_cifar))
+        assert partials(cache_dir) == sorted([live_partial, other_host.name])
+    finally:
+        live.communicate('\n', timeout=30)
+    assert live.returncode == 0 and (cache_dir / 'cifar10-live.pt').read_text() == 'half'
+    assert partials(cache_dir) == [other_host.name]  # a writer on another host may be alive: kept until stale
+
+
+def test_the_next_write_of_a_file_removes_what_a_killed_writer_left(tmp_path):
+    killed = start_writer(tmp_path / 'model.tpk')
+    killed.kill()
+    killed.wait(timeout=30)
+    assert len(partials(tmp_path)) == 1
+    with atomic_write(tmp_path / 'model.tpk') as tmp:
+        assert partials(tmp_path) == [os.path.basename(tmp)]
+        open(tmp, 'w').write('whole')
+    assert partials(tmp_path) == [] and (tmp_path / 'model.tpk').read_text() == 'whole'
+
+
+@pytest.mark.parametrize('where', ['nowhere', 'notes.txt', 'empty'])
+def test_cifar10_dir_is_named_in_every_error_it_causes(where, cache_dir, tmp_path, monkeypatch):
+    (tmp_path / 'notes.txt').write_text('not data')
+    (tmp_path / 'empty').mkdir()
+    monkeypatch.setenv('CIFAR10_DIR', str(tmp_path / where))
+    with pytest.raises(UserError, match=f'^CIFAR10_DIR {tmp_path / where} ') as info:
+        load_cifar10(None)  # what the rungs pass when only the variable is set (airbench/flags.py)
+    assert '--data-dir ' + str(tmp_path) not in str(info.value)
+    with pytest.raises(UserError, match=f'^--data-dir {tmp_path / where} '):
+        load_cifar10(tmp_path / where)  # the flag wins over the variable, and is named
+    assert cache_files(cache_dir) == []
 
 
 def test_failed_download_leaves_nothing(cache_dir, monkeypatch):

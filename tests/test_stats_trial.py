@@ -12,7 +12,8 @@ import pytest
 from airbench.errors import UserError
 from conftest import ROOT
 from stats import Trial
-from stats.log import append_row, log_path, merge_shards, read_rows
+from stats.__main__ import main as stats_main
+from stats.log import append_row, log_path, merge_shards, read_rows, seeds_in
 from stats.trial import parse_gpus, strip_gpus_flag
 
 HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'width': 8}}
@@ -194,6 +195,82 @@ def test_a_cut_short_last_line_is_reported_kept_and_isolated(script, tmp_path, c
     lines = path.read_text().split('\n')
     assert lines[1] == cut and json.loads(lines[2])['seed'] == 1 and json.loads(lines[3])['seed'] == 2
     assert logged_seeds(path) == [0, 1, 2]
+
+
+DAMAGE = {  # what a crash, a disk or a hand edit can leave on one line of a log
+    'junk': b'oops, a note typed into the log',
+    'nul tail': b'\0' * 300,
+    'not utf-8': b'{"script": "main0_network.py", "note": "caf\xe9"}',
+    'not a row': b'{"seed": 2, "tta_val_acc": 0.99}',  # its seed must not count as done either
+}
+
+
+@pytest.mark.parametrize('where', ['middle', 'end'])
+@pytest.mark.parametrize('damage', list(DAMAGE))
+def test_a_damaged_line_anywhere_is_reported_skipped_and_kept(script, tmp_path, capsys, damage, where):
+    path = run_trial(script, make_args(tmp_path, runs=2)).path
+    first, second = path.read_bytes().splitlines(keepends=True)
+    damaged = first + DAMAGE[damage] + b'\n' + second if where == 'middle' else first + second + DAMAGE[damage]
+    path.write_bytes(damaged)
+    line = 2 if where == 'middle' else 3
+    assert logged_seeds(path) == [0, 1] and seeds_in(damaged, path) == {0, 1}
+    assert stats_main(['summary', str(path)]) == 0
+    assert 'n=2' in capsys.readouterr().out
+    trial = run_trial(script, make_args(tmp_path, runs=2))
+    assert trial.pending() == [(2, 2), (3, 3)]
+    warnings = capsys.readouterr().err.splitlines()
+    assert f'warning: {path} line {line} ' in warnings[0] and warnings[0].endswith('skipped, left in place')
+    assert all(f'{path} line {line} ' in warning for warning in warnings)  # one line per read, no other
+    data = path.read_bytes()
+    assert data.startswith(damaged) and data.split(b'\n')[line - 1] == DAMAGE[damage]  # still a line of its own
+    assert logged_seeds(path) == [0, 1, 2, 3]
+    shard = run_trial(script, make_args(tmp_path, runs=5, shard='1/1')).path
+    shard.write_bytes(shard.read_bytes() + DAMAGE[damage] + b'\n')
+    assert 'added 1 rows' in merge_shards([shard])[0] and logged_seeds(path) == [0, 1, 2, 3, 4]
+
+
+def test_each_damaged_line_gets_its_own_warning(script, tmp_path, capsys):
+    path = run_trial(script, make_args(tmp_path, runs=1)).path
+    path.write_bytes(b'junk\n' + path.read_bytes() + b'\xff\xfe\n' + b'\0' * 8)
+    assert logged_seeds(path) == [0]
+    assert [line.split(' is ')[0] for line in capsys.readouterr().err.splitlines()] == [
+        f'warning: {path} line {n}' for n in (1, 3, 4)]
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'\x89PNG\r\n\x1a\n\0\0', r'line 1 is not UTF-8 text .* this file is not a results log'),
+    (b'seed,tta_val_acc\n\0\0\0\n{"script": "main0', r'line 1 is not JSON and no line is a results row'),
+])
+def test_a_file_of_damaged_lines_only_is_refused_unless_a_writer_left_them(script, tmp_path, content, message):
+    path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as info:
+        Trial(script, HYP, make_args(tmp_path))
+    assert '\n' not in str(info.value) and path.read_bytes() == content
+    with pytest.raises(UserError, match=message):
+        append_row(path, {'seed': 0}, new_seed=True)
+    assert path.read_bytes() == content
+    # What a killed first writer leaves (a cut-short row, NUL bytes) is a log with no row yet, not a foreign file.
+    path.write_bytes(b'{"script": "main0_net\0\0\0\n' + b'\0' * 64)
+    assert run_trial(script, make_args(tmp_path)).pending() == [(0, 0)] and logged_seeds(path) == [0]
+
+
+@pytest.mark.parametrize('key, value', [('tta_val_acc', 94.12), ('val_acc', 93.5), ('tta_val_acc', -0.1),
+                                        ('val_acc', None), ('tta_val_acc', float('nan'))])
+def test_an_accuracy_outside_zero_to_one_is_a_one_line_error(script, tmp_path, capsys, key, value):
+    path = run_trial(script, make_args(tmp_path, runs=2)).path
+    first, second = path.read_text().splitlines()
+    content = first + '\n' + json.dumps({**json.loads(second), key: value}) + '\n'
+    path.write_text(content)
+    with pytest.raises(UserError, match=rf'{path} line 2: {key} is {json.dumps(value)}, not a fraction in \[0, 1\]'):
+        read_rows(path)
+    assert stats_main(['summary', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {path} line 2: {key}') and err.count('\n') == 1
+    with pytest.raises(UserError, match='not a fraction'):
+        Trial(script, HYP, make_args(tmp_path))
+    assert path.read_text() == content
 
 
 def test_a_seed_logged_by_another_process_meanwhile_is_not_logged_twice(script, tmp_path, capsys):

@@ -1,4 +1,5 @@
 """ternary/export.py: 2-bit packing, the packed file round trip, and its errors."""
+import hashlib
 import json
 import struct
 
@@ -94,7 +95,8 @@ def corrupt_copies(tmp_path):
     (tmp_path / 'truncated.tpk').write_bytes(data[:len(data) - 100])
     (tmp_path / 'header_cut.tpk').write_bytes(data[:40])
     (tmp_path / 'garbage.tpk').write_bytes(b'\x00' * 1000)
-    return ['truncated.tpk', 'header_cut.tpk', 'garbage.tpk', 'missing.tpk']
+    (tmp_path / 'garbled.tpk').write_bytes(data[:-4] + b'\xff' * 4)  # the last scale, as NaN: NaN logits
+    return ['truncated.tpk', 'header_cut.tpk', 'garbage.tpk', 'garbled.tpk', 'missing.tpk']
 
 
 def test_bad_files_raise_user_errors_and_leave_the_model_unchanged(tmp_path):
@@ -111,14 +113,23 @@ def test_bad_files_raise_user_errors_and_leave_the_model_unchanged(tmp_path):
     assert all(m.frozen_weight is None for m in model.modules() if isinstance(m, TernaryLayer))
 
 
-def edit_entry(path, key, **changes):
-    """Changes fields of one header entry, as a hand edit would."""
+def split_file(path):
+    """(header, payload) of a packed file, to edit."""
     data = path.read_bytes()
     header_len = struct.unpack('<Q', data[8:16])[0]
-    header = json.loads(data[16:16 + header_len])
-    header['tensors'][key].update(changes)
+    return json.loads(data[16:16 + header_len]), bytearray(data[16 + header_len:])
+
+
+def join_file(path, header, payload):
     edited = json.dumps(header).encode()
-    path.write_bytes(data[:8] + struct.pack('<Q', len(edited)) + edited + data[16 + header_len:])
+    path.write_bytes(b'TERNPACK' + struct.pack('<Q', len(edited)) + edited + bytes(payload))
+
+
+def edit_entry(path, key, **changes):
+    """Changes fields of one header entry, as a hand edit would."""
+    header, payload = split_file(path)
+    header['tensors'][key].update(changes)
+    join_file(path, header, payload)
 
 
 @pytest.mark.parametrize('changes,message', [
@@ -135,6 +146,44 @@ def test_edited_ternary_entries_raise_one_line_user_errors(tmp_path, changes, me
     with pytest.raises(UserError, match=message) as error:
         load_packed(make_net(), tmp_path / 'model.tpk')
     assert '\n' not in str(error.value)
+
+
+def test_a_garbled_payload_is_refused_by_its_checksum(tmp_path):
+    path = tmp_path / 'model.tpk'
+    export_packed(train_ternary(), path)
+    header, payload = split_file(path)
+    assert header['version'] == 2 and header['payload_sha256'] == hashlib.sha256(payload).hexdigest()
+    offset, nbytes = header['tensors']['4.running_var']['data']
+    payload[offset:offset + nbytes] = b'\0' * nbytes  # zeroed bytes: BatchNorm divides by sqrt(0 + eps)
+    join_file(path, header, payload)
+    with pytest.raises(UserError, match=r'model\.tpk is corrupt: its payload differs from the sha256 in its header'
+                                        r' .*; copy the file again or export the model again$') as error:
+        load_packed(make_net(), path)
+    assert '\n' not in str(error.value)
+
+
+def test_a_reserved_code_is_refused_even_with_a_matching_checksum(tmp_path):
+    path = tmp_path / 'model.tpk'
+    export_packed(train_ternary(), path)
+    header, payload = split_file(path)
+    offset = header['tensors']['3.weight']['codes'][0]
+    payload[offset] = 0b00_01_10_00  # second field 10: decodes to -2, no ternary weight
+    header['payload_sha256'] = hashlib.sha256(payload).hexdigest()  # as a buggy writer would leave it
+    join_file(path, header, payload)
+    with pytest.raises(UserError, match=r"is corrupt: '3\.weight' holds 1 reserved 2-bit code\(s\) 10, which mean "
+                                        r'none of -1, 0, \+1; export it again$'):
+        load_packed(make_net(), path)
+
+
+def test_a_version_1_file_without_checksum_is_refused(tmp_path):
+    path = tmp_path / 'model.tpk'
+    export_packed(train_ternary(), path)
+    header, payload = split_file(path)
+    del header['payload_sha256']
+    join_file(path, {**header, 'version': 1}, payload)
+    with pytest.raises(UserError, match=r'is ternary-packed version 1; this code reads ternary-packed version 2 '
+                                        r'\(2 added a checksum\): export the model again'):
+        load_packed(make_net(), path)
 
 
 def test_full_precision_file_layer_refuses_ternary_model_layer(tmp_path):
