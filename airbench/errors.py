@@ -1,10 +1,23 @@
-"""One exception type for mistakes a user can fix (bad flags, bad data, bad files).
+"""One exception type for mistakes a user can fix (bad flags, bad data, bad files), and a clean stop on signals.
 
 Scripts print such an error as one line, `error: <message>`, and exit with status 1, instead of a
 traceback: `airbench.flags.parse_flags` installs the hook that does this.
+
+SIGTERM (how `timeout`, `kill` and job schedulers stop a job) and SIGINT (Ctrl-C) stop a script with one line,
+`stopped by SIGTERM: <what was kept>`, and exit status 128 + the signal number. The stop is raised as
+SystemExit, so `finally` blocks still run (a cache being written is removed, not left half-written:
+airbench/files.py). A Python signal handler only runs between bytecodes of the main thread, so a process stuck
+in one long C call, or code that swallows the exit, would ignore the signal; a watchdog thread, woken by the
+signal itself (signal.set_wakeup_fd), ends such a process after STOP_GRACE_SECONDS.
 """
+import os
 import signal
 import sys
+import threading
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_GRACE_SECONDS = 30.0  # time for `finally` blocks before the watchdog exits without them
+stop_notes = []  # callables returning what a stop keeps, e.g. stats.Trial's "2 runs are in LOG"
 
 
 class UserError(Exception):
@@ -22,13 +35,46 @@ def _print_user_error(exc_type, exc, tb, _default=sys.excepthook):
     _default(exc_type, exc, tb)
 
 
-def _exit_on_sigterm(signum, frame):
+def stop_message(signum):
+    notes = '; '.join(note() for note in stop_notes) or 'nothing to keep yet'
+    return f'stopped by {signal.Signals(signum).name}: {notes}'
+
+
+def _stop(signum, frame):
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not interrupt the cleanup the first one started
+        signal.signal(sig, signal.SIG_IGN)
+    print(stop_message(signum), file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)
 
 
-def install_excepthook():
+def _watchdog(read_fd):
+    """Wakes on a signal's byte in the wakeup pipe; if the process is still alive after the grace time, its main
+    thread never got to (or swallowed) the SystemExit: exit without it."""
+    while True:
+        signum = os.read(read_fd, 1)[0]
+        if signum in STOP_SIGNALS:
+            threading.Event().wait(STOP_GRACE_SECONDS)
+            print(f'{stop_message(signum)} (forced: the run did not stop within {STOP_GRACE_SECONDS:.0f} s)',
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+
+def install_stop_handlers():
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    if any(signal.getsignal(sig) is not default for sig, default in defaults.items()):
+        return  # already installed, or the host program (a test runner, a notebook) has its own
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(read_fd,), daemon=True, name='stop-watchdog').start()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+
+
+def install_excepthook(stop_handlers=True):
+    """stop_handlers: also stop cleanly on SIGTERM/SIGINT; off for callers with their own (a test runner)."""
     sys.excepthook = _print_user_error
-    # A job scheduler stops a job with SIGTERM, whose default action skips `finally` blocks: as SystemExit it
-    # runs them, so a cache being written is removed rather than left half-written (airbench/files.py).
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if stop_handlers:
+        install_stop_handlers()

@@ -6,9 +6,13 @@ No config files: the hyp dict plus flags is the only configuration.
 """
 import argparse
 import copy
+import importlib
 import json
+import logging
 import math
-import os
+import re
+import sys
+import warnings
 
 import torch
 
@@ -20,7 +24,8 @@ RUN_FLAGS = {
     'runs': (1, 'number of timed runs (seeds) to do after the warm-up run'),
     'resume': (False, 'do only those of seeds seed .. seed+runs-1 the log lacks: finish a job that was cut off'),
     'seed': (0, 'seed of the first run; run r of a trial uses seed + r'),
-    'data_dir': (None, 'folder with CIFAR-10 (binary or python layout, or a cache); default $CIFAR10_DIR'),
+    'data_dir': (None, 'folder with CIFAR-10 (binary or python layout, or a cache); default $CIFAR10_DIR, else the '
+                       'cache, else a torchvision download: offline, this flag (or $CIFAR10_DIR) is needed'),
     'device': ('auto', "'cuda', 'cpu' or 'auto' (cuda when available)"),
     'out': ('results', 'folder of the JSONL results logs'),
     'variant': (None, "name of this configuration's log (default: full, ternary or ternary-kd)"),
@@ -30,13 +35,13 @@ RUN_FLAGS = {
     'subset': (0, 'use only the first N training and test images (0: all); for quick CPU checks'),
     'warmup': (True, 'do the untimed warm-up run (compilation, cudnn autotuning) first'),
     'ternary': (False, 'BitNet b1.58 ternary weights for convs and linears (see ternary/)'),
-    'ternary_acts': (0, '8: also quantize activations to 8-bit absmax; 0: off'),
-    'ternary_per_channel': (False, 'one weight scale per output channel instead of per tensor'),
-    'ternary_keep_first': (True, 'keep the first conv in full precision'),
-    'ternary_keep_last': (False, 'keep the classifier in full precision'),
+    'ternary_acts': (0, 'with --ternary: 8 also quantizes activations to 8-bit absmax; 0: off'),
+    'ternary_per_channel': (False, 'with --ternary: one weight scale per output channel instead of per tensor'),
+    'ternary_keep_first': (True, 'with --ternary: keep the first conv in full precision'),
+    'ternary_keep_last': (False, 'with --ternary: keep the classifier in full precision'),
     'teacher': (None, 'distil from this saved full-precision model of the same script'),
-    'kd_alpha': (0.5, 'weight of the distillation term'),
-    'kd_temperature': (4.0, 'softmax temperature of the distillation term'),
+    'kd_alpha': (0.5, 'with --teacher: weight of the distillation term'),
+    'kd_temperature': (4.0, 'with --teacher: softmax temperature of the distillation term'),
     'save_model': (None, 'write the last trained model to this path'),
 }
 
@@ -44,9 +49,9 @@ RUN_FLAGS = {
 # Ranges of the hyp leaves the scripts share, checked after parsing so a bad value is one line here rather than
 # a crash (or silent nonsense) deep inside a run: name -> (test, what is expected).
 TRAIN_IMAGES = 50_000
-# torch.compile modes a rung may use. Not the CUDA-graph ones (reduce-overhead, max-autotune): a graph's
-# replay overwrites its last outputs, and the rungs keep outputs across calls (TTA views, the epoch table).
-COMPILE_MODES = ('default', 'max-autotune-no-cudagraphs')
+# torch.compile's modes. The CUDA-graph ones (max-autotune, reduce-overhead) overwrite a graph's outputs at its
+# next replay; the rungs read every output before the next call (tests/test_call_order.py), so all are safe.
+COMPILE_MODES = ('max-autotune', 'default', 'max-autotune-no-cudagraphs', 'reduce-overhead')
 HYP_RANGES = {
     'epochs': (lambda v: v > 0, '> 0'),
     'batch_size': (lambda v: v > 0, '> 0'),
@@ -73,6 +78,19 @@ HYP_RANGES = {
     'tta_level': (lambda v: v in (0, 1, 2), '0, 1 or 2'),
     'compile_mode': (lambda v: v in COMPILE_MODES, ', '.join(COMPILE_MODES)),
 }
+
+
+# Run flags that only mean something beside another one: name -> the flag that turns them on. Set without it,
+# they would change nothing but the logged config (so the next plain run would be refused as "a different config").
+DEPENDENT_FLAGS = {'ternary_acts': 'ternary', 'ternary_per_channel': 'ternary', 'ternary_keep_first': 'ternary',
+                   'ternary_keep_last': 'ternary', 'kd_alpha': 'teacher', 'kd_temperature': 'teacher'}
+
+
+def check_dependent_flags(args, defaults):
+    for name, needs in DEPENDENT_FLAGS.items():
+        if getattr(args, needs) in (None, False) and getattr(args, name) != defaults[name]:
+            flag, other = '--' + name.replace('_', '-'), '--' + needs.replace('_', '-')
+            raise UserError(f'{flag} only applies with {other}, which is not set: add {other} or drop {flag}')
 
 
 def check_ranges(hyp, args):
@@ -117,15 +135,22 @@ def flag_leaves(hyp, path=()):
             yield path + (key,), value
 
 
+# Leaves whose values form a short list, shown in --help and checked by argparse.
+CHOICES = {'flip': FLIPS, 'tta_level': (0, 1, 2), 'compile_mode': COMPILE_MODES}
+
+
 def add_flag(parser, name, default, help_text):
     flag = '--' + name.replace('_', '-')
     if isinstance(default, bool):
-        parser.add_argument(flag, dest=name, nargs='?', const=True, default=default, type=parse_bool,
-                            help=f'{help_text} (default {default})')
+        parser.add_argument(flag, dest=name, nargs='?', const=True, default=default, type=parse_bool, metavar='BOOL',
+                            help=f'{help_text} (default {default}; --no-{flag[2:]} is --{flag[2:]}=false)')
         parser.add_argument('--no-' + name.replace('_', '-'), dest=name, action='store_false', help=argparse.SUPPRESS)
     else:
         kind = str if default is None else float if isinstance(default, float) else type(default)
-        parser.add_argument(flag, dest=name, default=default, type=kind, help=f'{help_text} (default {default})')
+        choices = CHOICES.get(name)
+        shown = f"; one of {', '.join(map(str, choices))}" if choices else ''
+        parser.add_argument(flag, dest=name, default=default, type=kind, choices=choices,
+                            metavar=name.upper() if choices else None, help=f'{help_text} (default {default}{shown})')
 
 
 def build_parser(hyp, description=None, defaults=None):
@@ -146,14 +171,38 @@ def build_parser(hyp, description=None, defaults=None):
     return parser
 
 
+def cuda_available():
+    """torch.cuda.is_available(), with the warnings a machine without CUDA gives printed now, each as one note:
+    later they would land inside the epoch table (a CUDA query from a run; torch.compile's import of
+    cpp_extension, which logs "No CUDA runtime is found" when CUDA_HOME is set)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        available = torch.cuda.is_available()
+    for warning in caught:
+        print(f'note: {" ".join(str(warning.message).split())}')
+        warnings.filterwarnings('ignore', message=re.escape(str(warning.message)))
+    if not available and 'torch.utils.cpp_extension' not in sys.modules:
+        records = []
+        logger = logging.getLogger('torch.utils.cpp_extension')
+        logger.addFilter(records.append)  # a filter that returns None: the record is kept here, not printed
+        try:
+            importlib.import_module('torch.utils.cpp_extension')  # once per process: it logs on import
+        finally:
+            logger.removeFilter(records.append)
+        for record in records:
+            print(f'note: {" ".join(record.getMessage().split())}')
+    return available
+
+
 def resolve_device(name):
+    available = cuda_available()
     if name == 'auto':
-        if torch.cuda.is_available():
+        if available:
             return 'cuda'
         print('note: no CUDA GPU found, running on the CPU: a full run takes hours there; for a quick check '
               'add --subset 2000 --epochs 1')
         return 'cpu'
-    if name == 'cuda' and not torch.cuda.is_available():
+    if name == 'cuda' and not available:
         raise UserError('--device cuda was asked for but no CUDA GPU is visible: use --device cpu (slow) '
                         'or run on a machine with a GPU')
     if name not in ('cuda', 'cpu'):
@@ -163,8 +212,9 @@ def resolve_device(name):
 
 def parse_flags(hyp, argv=None, description=None, defaults=None):
     """Returns (resolved copy of hyp, args) and prints both, so every log starts with its configuration.
-    Also makes UserErrors print as one line from here on."""
-    install_excepthook()
+    Also makes UserErrors print as one line from here on, and, for a script's own command line (argv None),
+    SIGTERM and Ctrl-C stop it with one line (airbench/errors.py); a caller passing argv keeps its signals."""
+    install_excepthook(stop_handlers=argv is None)
     args = build_parser(hyp, description, defaults).parse_args(argv)
     resolved = copy.deepcopy(hyp)
     for path, _ in flag_leaves(hyp):
@@ -174,8 +224,9 @@ def parse_flags(hyp, argv=None, description=None, defaults=None):
         node[path[-1]] = getattr(args, path[-1])
         delattr(args, path[-1])
     check_ranges(resolved, args)
+    check_dependent_flags(args, {name: default for name, (default, _) in RUN_FLAGS.items()} | (defaults or {}))
     args.device = resolve_device(args.device)
-    args.data_dir = args.data_dir or os.environ.get('CIFAR10_DIR')
+    # --data-dir stays None when only $CIFAR10_DIR is set: the loader reads the variable and names it in errors.
     print('hyp: ' + json.dumps(resolved))
     print('run: ' + json.dumps(vars(args)))
     return resolved, args

@@ -3,6 +3,7 @@
 Columns: run | epoch | train_loss | train_acc | val_acc | tta_val_acc | time_seconds. Rows come from an
 explicit dict; a missing entry prints blank.
 """
+import sys
 import time
 
 import torch
@@ -63,3 +64,18 @@ def reset_peak_memory(device):
 
 def peak_memory_bytes(device):
     return torch.cuda.max_memory_allocated() if torch.device(device).type == 'cuda' else None
+
+
+def compiled_graphs():
+    """How many graphs torch.compile has made in this process so far (0 without it)."""
+    from torch._dynamo.utils import counters
+    return counters['stats']['unique_graphs']
+
+
+def warn_if_compiled(run, graphs_before):
+    """A timed run that compiles pays for it inside its timer: the untimed warm-up run should have met every
+    shape, mode and flag (requires_grad included) that a timed run meets."""
+    new = compiled_graphs() - graphs_before
+    if new and run != 'warmup':
+        print(f'warning: run {run} compiled {new} new graph{"s" * (new != 1)} after the warm-up run: its time '
+              'includes compilation', file=sys.stderr)

@@ -21,11 +21,14 @@ Variant (the log's name): args.variant, else 'full', 'ternary', 'full-kd' or 'te
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from airbench.errors import UserError
+from airbench import errors
+from airbench.errors import STOP_SIGNALS, UserError
 from stats import provenance
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.summary import describe, format_summary, mean_std, values, verdict
@@ -42,6 +45,30 @@ RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds'
 def check_runs(runs):
     if not isinstance(runs, int) or runs < 1:
         raise UserError(f'--runs must be a whole number >= 1, got {runs}')
+
+
+def check_writable_folder(folder, flag):
+    """Creates `folder` and a scratch file in it, so a folder that cannot take the run's output is found before
+    training, not after it (os.access says yes to root even on a read-only mount)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f'{flag} {folder}: cannot write there ({exc.strerror or type(exc).__name__}): '
+                        f'pass a writable folder') from None
+
+
+def check_outputs(args, log):
+    """The log and --save-model must be writable before any training starts."""
+    check_writable_folder(Path(log).parent, '--out')
+    if Path(log).exists() and not os.access(log, os.W_OK):
+        raise UserError(f'--out {args.out}: the log {log} is read-only: make it writable or pass another --out')
+    if args.save_model is not None:
+        path = Path(args.save_model)
+        if path.is_dir() or str(args.save_model).endswith(os.sep):
+            raise UserError(f'--save-model {path} is a folder: pass a file path, e.g. {path / "model.pt"}')
+        check_writable_folder(path.parent, '--save-model')
 
 
 def parse_shard(text):
@@ -167,14 +194,25 @@ class Trial:
         self.config = json.loads(json.dumps({'hyp': hyp, 'args': config_args(args)}))
         self.hardware = provenance.slugify(device)
         self.path = log_path(args.out, self.script.name, self.variant, self.hardware, self.shard)
+        check_outputs(args, self.path)
         logged = self.read_logged_seeds()
         self.seeds = self.plan(logged)
         # Hashed now, not per run: this process runs the code it loaded at start, whatever happens to the file.
         self.provenance = {'device': device, 'git_commit': provenance.git_commit(self.script.parent, args.out),
                            'script_sha256': provenance.file_sha256(self.script), 'versions': provenance.versions(),
                            'gpu_info': provenance.gpu_info(args.device)}
+        self.recorded = []  # seeds this process has logged
+        errors.stop_notes.append(self.stop_note)
         print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
               f'{format_seeds(self.seeds)})')
+
+    def stop_note(self):
+        """What a SIGTERM or Ctrl-C keeps (airbench/errors.py prints it): read from memory, no I/O."""
+        done = len(self.recorded)
+        kept = f'{done} finished run{"s" * (done != 1)} of this session {"are" if done != 1 else "is"} in {self.path}'
+        if done == len(self.seeds):
+            return kept
+        return f'{kept}; the run in progress is lost; the same command with --resume does the remaining seeds'
 
     @staticmethod
     def check_gpus(text, names):
@@ -222,7 +260,14 @@ class Trial:
             raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
         row = {'script': self.script.name, 'variant': self.variant, **result, 'date': provenance.utc_now(),
                **self.provenance, **self.config}
-        if not append_row(self.path, row, new_seed=True):
+        # A stop signal waits until the finished run is logged: a kill loses at most the run in progress.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            appended = append_row(self.path, row, new_seed=True)
+            self.recorded.append(row['seed'])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if not appended:
             print(f'warning: seed {row["seed"]} is already in {self.path}, logged by another process since this '
                   'one started; this run is not logged (two runs of one seed are not independent). To run in '
                   'parallel use --gpus or --shard K/N', file=sys.stderr)
@@ -242,7 +287,13 @@ class Trial:
                 # The user's own flags, so each child resolves the same config and writes the same log.
                 argv = [sys.executable, str(self.script), *strip_gpus_flag(sys.argv[1:])]
                 children.append((gpu, subprocess.Popen(argv, env=env)))
-        failed = [gpu for gpu, child in children if child.wait() != 0]
+        try:
+            failed = [gpu for gpu, child in children if child.wait() != 0]
+        finally:  # stopped (SIGTERM, Ctrl-C): stop the children too; each logs what it finished and says so
+            for _, child in children:
+                if child.poll() is None:
+                    child.terminate()
+                    child.wait()
         self.report()
         if failed:
             raise UserError(f'the processes on GPU {", ".join(map(str, failed))} failed (their errors are above); '

@@ -1,10 +1,14 @@
-"""Benchmarks append their numbers to results/bench/ with provenance; the README table leaves those rows out."""
+"""Benchmarks append their numbers to results/bench/ with provenance; the README table leaves those rows out. The
+loader benchmark's byte counter counts what it says it counts."""
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from airbench.bench_loader import ByteCounter, ReferenceLoader, count_bytes
+from airbench.loader import CifarLoader
 from conftest import ROOT
 from stats.bench import record_bench
 from stats.table import make_block
@@ -12,15 +16,41 @@ from stats.table import make_block
 
 def test_loader_benchmark_appends_its_result(synthetic_cache, tmp_path):
     argv = [sys.executable, '-m', 'airbench.bench_loader', '--data-dir', str(synthetic_cache), '--epochs', '1',
-            '--batch-size', '500', '--out', str(tmp_path)]
+            '--batch-size', '500', '--subset', '5000', '--out', str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     [row] = [json.loads(line) for line in (tmp_path / 'bench' / 'loader__cpu.jsonl').read_text().splitlines()]
     assert row['benchmark'] == 'loader' and row['device'] == 'cpu' and row['settings']['batch_size'] == 500
-    # one epoch of the 50,000 training images in batches of 500: 100 batches, every image seen once
-    measured = row['measurements']
-    assert measured['images_per_second'] * measured['seconds'] == pytest.approx(50_000)
-    assert f"{row['measurements']['images_per_second']:,.0f} images/s" in proc.stdout
+    # one epoch of the first 5,000 training images in batches of 500: 10 batches, every image seen once
+    measured, reference = row['measurements'], row['measurements']['reference']
+    for side in (measured, reference):
+        assert side['images_per_second'] * side['seconds'] == pytest.approx(5_000)
+        assert f"{side['images_per_second']:,.0f}" in proc.stdout
+        assert f"{side['epoch_bytes'] / 1e6:,.0f}" in proc.stdout
+    assert measured['epoch_bytes'] < reference['epoch_bytes'] and measured['setup_bytes'] < reference['setup_bytes']
+    assert 'reference (old)' in proc.stdout and 'loader (new)' in proc.stdout
+
+
+def test_byte_counter_counts_each_ops_reads_and_writes():
+    x, index = torch.zeros(1000), torch.arange(10)  # 4,000 and 80 bytes
+    with ByteCounter() as views:
+        x.view(10, 100).t().expand(3, 100, 10)
+    with ByteCounter() as add:
+        x.expand(50, 1000) + x  # a broadcast operand is read once: 4,000 + 4,000 in, 200,000 out
+    with ByteCounter() as gather:
+        x[index]  # a gather reads what it fetches, not its whole source: 40 + 80 in, 40 out
+    assert (views.bytes, add.bytes, gather.bytes) == (0, 208_000, 160)
+
+
+def test_an_epoch_reads_and_writes_each_image_once_where_the_old_one_made_many_passes():
+    images = torch.randint(0, 256, (2000, 32, 32, 3), dtype=torch.uint8)
+    loader = CifarLoader(images, torch.zeros(2000, dtype=torch.long), 200, 'cpu', train=True, flip='alternating',
+                         translate=2)
+    first, later = count_bytes(loader)
+    image_bytes = 2000 * 3 * 32 * 32 * 4  # fp32 on the CPU
+    assert 2 * image_bytes <= later < 1.02 * 2 * image_bytes  # the batch gathers, plus index tensors and labels
+    assert first > later + image_bytes  # the run's normalize and pad happen in its first epoch
+    assert count_bytes(ReferenceLoader(loader))[1] > 10 * later
 
 
 def test_bench_rows_append_and_stay_out_of_the_results_table(tmp_path):

@@ -62,7 +62,7 @@ def test_a_script_can_set_its_own_run_flag_defaults():
     (['--subset', '500'], r'training set \(500 images\) must hold at least one batch of 1,024: lower --batch-size or raise --subset'),
     (['--batch-size', '60000'], r'training set \(50,000 images\) must hold at least one batch of 60,000: lower --batch-size$'),
     (['--cutout', '40'], r'--cutout must be in 0..32'),
-    (['--flip', 'sideways'], r'--flip must be none, random, alternating, got sideways'),
+    (['--flip', 'sideways'], r"--flip: invalid choice: 'sideways' \(choose from 'none', 'random', 'alternating'\)"),
     (['--epochs', 'inf'], r'--epochs must be a finite number, got inf'),
     (['--lr', 'nan'], r'--lr must be a finite number, got nan'),
 ])
@@ -91,8 +91,8 @@ def test_every_shared_hyp_leaf_of_the_rungs_has_a_range():
     (['--momentum', '1'], r'--momentum must be in \[0, 1\), got 1.0'),
     (['--label-smoothing', '1.5'], r'--label-smoothing must be in \[0, 1\)'),
     (['--translate', '-1'], r'--translate must be in 0..31'),
-    (['--tta-level', '3'], r'--tta-level must be 0, 1 or 2, got 3'),
-    (['--compile-mode', 'max-autotune'], r'--compile-mode must be default, max-autotune-no-cudagraphs, got max-a'),
+    (['--tta-level', '3'], r'--tta-level: invalid choice: 3 \(choose from 0, 1, 2\)'),
+    (['--compile-mode', 'fastest'], r"--compile-mode: invalid choice: 'fastest'"),
 ])
 def test_a_rungs_own_leaves_are_range_checked(argv, message):
     import main8_compile
@@ -100,8 +100,69 @@ def test_a_rungs_own_leaves_are_range_checked(argv, message):
         parse_flags(main8_compile.hyp, argv)
 
 
-def test_main8_takes_a_compile_mode_without_cuda_graphs():
+def test_main8_compiles_in_max_autotune_as_airbench_and_takes_the_other_modes():
     import main8_compile
-    hyp, _ = parse_flags(main8_compile.hyp, ['--compile-mode', 'max-autotune-no-cudagraphs'])
-    assert hyp['net']['compile_mode'] == 'max-autotune-no-cudagraphs'
-    assert main8_compile.hyp['net']['compile_mode'] == 'default'  # the module's own dict is not changed
+    assert main8_compile.hyp['net']['compile_mode'] == 'max-autotune'
+    for mode in ('default', 'max-autotune-no-cudagraphs', 'reduce-overhead'):
+        hyp, _ = parse_flags(main8_compile.hyp, ['--compile-mode', mode])
+        assert hyp['net']['compile_mode'] == mode
+    assert main8_compile.hyp['net']['compile_mode'] == 'max-autotune'  # the module's own dict is not changed
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--kd-alpha', '0.3'], '--kd-alpha only applies with --teacher, which is not set'),
+    (['--kd-temperature', '2'], '--kd-temperature only applies with --teacher'),
+    (['--ternary-acts', '8'], '--ternary-acts only applies with --ternary, which is not set: add --ternary or drop'),
+    (['--ternary-per-channel'], '--ternary-per-channel only applies with --ternary'),
+    (['--ternary-keep-last'], '--ternary-keep-last only applies with --ternary'),
+])
+def test_flags_that_need_another_flag_are_refused_without_it(argv, message):
+    # Silently ignored, they would still enter the logged config and make the next plain run "a different config".
+    with pytest.raises(UserError, match=message):
+        parse_flags(HYP, argv)
+
+
+def test_flags_that_need_another_flag_pass_with_it_or_at_their_default():
+    _, args = parse_flags(HYP, ['--ternary', '--ternary-acts', '8', '--ternary-per-channel'])
+    assert args.ternary_acts == 8 and args.ternary_per_channel
+    _, args = parse_flags(HYP, ['--kd-alpha', '0.5'])  # the default changes nothing
+    assert args.kd_alpha == 0.5
+    _, args = parse_flags(HYP, ['--ternary-per-channel'], defaults={'ternary': True})  # ternary94's default
+    assert args.ternary_per_channel
+
+
+def test_help_lists_allowed_values_the_no_forms_and_the_offline_need(capsys):
+    import main8_compile
+    with pytest.raises(SystemExit):
+        parse_flags(main8_compile.hyp, ['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'one of none, random, alternating' in text and 'one of 0, 1, 2' in text
+    assert 'one of max-autotune, default, max-autotune-no-cudagraphs, reduce-overhead' in text
+    assert '--no-warmup is --warmup=false' in text and '--no-ternary-keep-first' in text
+    assert 'offline, this flag (or $CIFAR10_DIR) is needed' in text
+
+
+def test_cifar10_dir_is_left_to_the_loader(monkeypatch):
+    # so the loader's errors name the variable the path came from, not --data-dir
+    monkeypatch.setenv('CIFAR10_DIR', '/nowhere')
+    assert parse_flags(HYP, [])[1].data_dir is None
+    assert parse_flags(HYP, ['--data-dir', '/here'])[1].data_dir == '/here'
+
+
+def test_a_cuda_warning_is_one_note_before_the_table_and_not_repeated(monkeypatch, capsys):
+    import warnings
+
+    import torch
+    message = 'CUDA initialization: Found no NVIDIA driver on your system.\n Please check ...'
+
+    def warn_and_say_no():
+        warnings.warn(message)
+        return False
+    monkeypatch.setattr(torch.cuda, 'is_available', warn_and_say_no)
+    with warnings.catch_warnings():
+        parse_flags(HYP, ['--device', 'cpu'])
+        assert capsys.readouterr().out.startswith('note: CUDA initialization: Found no NVIDIA driver on your system. '
+                                                  'Please check ...\n')
+        with warnings.catch_warnings(record=True) as later:
+            warnings.warn(message)  # e.g. from a CUDA query inside a run, in the middle of the epoch table
+        assert later == []

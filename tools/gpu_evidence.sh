@@ -4,8 +4,11 @@
 # off finishes its seeds the next time and a finished one costs nothing; every row lands in results/ as
 # its run ends, and results/ is copied to $OUT every 15 s, so rows come back even from a killed command.
 #
-#   bash tools/gpu_evidence.sh PHASE        PHASE: smoke final ladder-a ladder-b resnet sidebyside
+#   bash tools/gpu_evidence.sh PHASE        PHASE: quick smoke final ladder-a ladder-b resnet sidebyside
 #                                                  sidebyside-compiled compile-modes ternary ternary-kd ternary94
+# `quick` is the plan for a session with 15 device-minutes: one ~8-minute command, most important first (GPU-only
+# tests, main8 and main7 at n=10, the kernel table, ternary94 at n=3, 5 side-by-side pairs, then more seeds of
+# main8 and main7 while the budget lasts); run it again to add seeds (--resume).
 # Settings (environment): DATA (CIFAR-10 folder, default .cifar/data), OUT (where results/ is copied,
 # default $OUT or /tmp/gpu-evidence), BUDGET (seconds before no new job starts, default 560), REF (folder
 # with airbench94.py and airbench94_compiled.py from github.com/KellerJordan/cifar10-airbench legacy/,
@@ -18,8 +21,8 @@
 # of every script plus its warm-up, the loader and kernel benchmarks), final ~8 min (main8 and main7, n=50),
 # ladder-a/-b ~8 min each (main0-main3 / main4-main6, n=25), resnet ~4 min (n=5), sidebyside ~3 min and
 # sidebyside-compiled ~6 min (10 pairs; max-autotune compilation of the reference), compile-modes ~5 min
-# (main8 in torch.compile's default mode and in max-autotune-no-cudagraphs, n=10 each, one command, for the
-# time ratio: the reference uses max-autotune, with CUDA graphs, which our rungs do not support), ternary
+# (main8 in its own max-autotune mode, in default mode and in max-autotune-no-cudagraphs, n=10 each, for the
+# time ratios), ternary
 # ~10 min (every rung, n=10), ternary-kd ~3 min, ternary94 ~6 min (n=25).
 set -u
 cd "$(dirname "$0")/.."
@@ -50,6 +53,16 @@ runs() {  # runs SCRIPT N [FLAGS...]: seeds 0..N-1 of SCRIPT, only those the log
 LADDER="main0_network.py main1_whiten.py main2_dirac.py main3_scalebias.py main4_freeze.py main5_lookahead.py
         main6_tta.py main7_mirror.py main8_compile.py"
 case "$PHASE" in
+quick)
+    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
+    job python -m pytest -q -x tests/test_ternary_kernels.py tests/test_augment.py -k 'cuda or triton or kernel'
+    runs main8_compile.py 10; runs main7_mirror.py 10
+    job python -m ternary.bench
+    runs ternary94.py 3
+    if [ -f "$REF/airbench94_compiled.py" ]; then
+        job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 5 --data-dir "$DATA"
+    else echo "== skipped side by side: no $REF/airbench94_compiled.py (see the top of this file)"; fi
+    runs main8_compile.py 50; runs main7_mirror.py 25 ;;
 smoke)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
     job python -m pytest -q tests/test_ternary_kernels.py tests/test_ternary.py
@@ -65,10 +78,13 @@ sidebyside)
 sidebyside-compiled)  # 2 pairs first: if max-autotune compiling eats the budget, the rerun finds Inductor's cache warm
     job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 2 --data-dir "$DATA"
     job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 8 --data-dir "$DATA" ;;
-compile-modes)
-    runs main8_compile.py 10 --variant mode-default
-    runs main8_compile.py 10 --variant mode-autotune --compile-mode max-autotune-no-cudagraphs
-    job python -m stats compare results/main8_compile/mode-default__*.jsonl results/main8_compile/mode-autotune__*.jsonl ;;
+compile-modes)  # main8's own mode (max-autotune, in the full log) against default and no CUDA graphs
+    runs main8_compile.py 10
+    runs main8_compile.py 10 --variant mode-default --compile-mode default
+    runs main8_compile.py 10 --variant mode-no-cudagraphs --compile-mode max-autotune-no-cudagraphs
+    for mode in default no-cudagraphs; do
+        job python -m stats compare results/main8_compile/full__*.jsonl results/main8_compile/mode-${mode}__*.jsonl
+    done ;;
 ternary)   for script in $LADDER; do runs "$script" 10 --ternary; done ;;
 ternary-kd)
     [ -f .teacher/main8.pt ] || job python main8_compile.py --data-dir "$DATA" --variant teacher --save-model .teacher/main8.pt

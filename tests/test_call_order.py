@@ -1,0 +1,75 @@
+"""Every rung is safe under CUDA graphs (torch.compile's max-autotune and reduce-overhead modes): a graph's
+replay overwrites the outputs of its previous replay, so no model output may be read after the model's next
+call. On the CPU this is checked by doing what a replay does: when a forward starts, every output of the
+earlier forwards that is still alive is filled with NaN. A run must give exactly the same row with and without
+that poison."""
+import importlib
+import weakref
+
+import pytest
+import torch
+
+from airbench.flags import parse_flags
+
+RUNGS = ['main0_network', 'main1_whiten', 'main2_dirac', 'main3_scalebias', 'main4_freeze', 'main5_lookahead',
+         'main6_tta', 'main7_mirror', 'main8_compile', 'ternary94', 'train_resnet18']
+# 2,100 test images: more than one eval batch (2,000), so outputs kept across batches are caught too
+TINY = ['--device', 'cpu', '--subset', '2100', '--epochs', '1.4', '--batch-size', '700', '--no-warmup']
+TINY_NET = {'train_resnet18': ['--width', '4']}
+
+
+class OutputPoisoner:
+    """Forward hooks on the model: each call first poisons the outputs of the calls before it that are alive."""
+
+    def __init__(self, model):
+        self.alive, self.poisoned = [], 0
+        model.register_forward_pre_hook(self.before_call)
+        model.register_forward_hook(self.after_call)
+
+    def before_call(self, module, args):
+        for ref in self.alive:
+            output = ref()
+            if output is not None:
+                output.data.fill_(float('nan'))
+                self.poisoned += 1
+        self.alive = []
+
+    def after_call(self, module, args, output):
+        self.alive.append(weakref.ref(output))
+
+
+def tiny_run(name, data_dir, monkeypatch, poison):
+    rung = importlib.import_module(name)
+    net = TINY_NET.get(name, ['--block1', '8', '--block2', '16', '--block3', '16'])
+    if 'whiten_bias_epochs' in rung.hyp['opt']:
+        net += ['--whiten-bias-epochs', '1']  # the freeze happens inside the run
+    hyp, args = parse_flags(rung.hyp, [*TINY, *net, '--data-dir', str(data_dir)])
+    monkeypatch.setattr(rung, 'hyp', hyp)
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: None)  # the order matters, not the compiler
+    model, loss_fn, train_loader, test_loader, _ = rung.prepare(args)
+    poisoner = OutputPoisoner(model) if poison else None
+    row = rung.main(0, 0, model, loss_fn, train_loader, test_loader)
+    return row, poisoner
+
+
+def table_without_times(text):
+    return [line.rsplit('|', 2)[0] for line in text.splitlines() if line.startswith('|')]
+
+
+@pytest.mark.parametrize('name', RUNGS)
+def test_no_model_output_is_read_after_the_next_call(name, synthetic_cache, monkeypatch, capsys):
+    clean, _ = tiny_run(name, synthetic_cache, monkeypatch, poison=False)
+    clean_table = table_without_times(capsys.readouterr().out)
+    poisoned, poisoner = tiny_run(name, synthetic_cache, monkeypatch, poison=True)
+    assert poisoner.poisoned > 0  # the check bites: outputs were alive at later calls
+    assert (poisoned['val_acc'], poisoned['tta_val_acc']) == (clean['val_acc'], clean['tta_val_acc'])
+    assert table_without_times(capsys.readouterr().out) == clean_table  # train loss and accuracy too
+
+
+def test_the_poison_catches_an_output_read_after_the_next_call():
+    model = torch.nn.Linear(2, 2)
+    poisoner = OutputPoisoner(model)
+    x = torch.ones(1, 2)
+    kept = model(x)
+    model(x)
+    assert poisoner.poisoned == 1 and torch.isnan(kept).all()
