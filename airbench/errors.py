@@ -10,6 +10,7 @@ airbench/files.py). A Python signal handler only runs between bytecodes of the m
 in one long C call, or code that swallows the exit, would ignore the signal; a watchdog thread, woken by the
 signal itself (signal.set_wakeup_fd), ends such a process after STOP_GRACE_SECONDS.
 """
+import contextlib
 import os
 import signal
 import sys
@@ -17,7 +18,8 @@ import threading
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_GRACE_SECONDS = 30.0  # time for `finally` blocks before the watchdog exits without them
-stop_notes = []  # callables returning what a stop keeps, e.g. stats.Trial's "2 runs are in LOG"
+stop_note = None  # a callable returning what a stop keeps, e.g. stats.Trial's "2 finished runs are in LOG"
+deferred = {'active': False, 'signal': None}  # see defer_stops
 
 
 class UserError(Exception):
@@ -36,15 +38,36 @@ def _print_user_error(exc_type, exc, tb, _default=sys.excepthook):
 
 
 def stop_message(signum):
-    notes = '; '.join(note() for note in stop_notes) or 'nothing to keep yet'
-    return f'stopped by {signal.Signals(signum).name}: {notes}'
+    return f'stopped by {signal.Signals(signum).name}: {stop_note() if stop_note else "nothing to keep yet"}'
 
 
-def _stop(signum, frame):
+def stop(signum):
     for sig in STOP_SIGNALS:  # a second Ctrl-C must not interrupt the cleanup the first one started
-        signal.signal(sig, signal.SIG_IGN)
+        if signal.getsignal(sig) is _on_signal:
+            signal.signal(sig, signal.SIG_IGN)
     print(stop_message(signum), file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)
+
+
+def _on_signal(signum, frame):
+    if deferred['active']:
+        deferred['signal'] = deferred['signal'] or signum
+        return
+    stop(signum)
+
+
+@contextlib.contextmanager
+def defer_stops():
+    """A stop signal that arrives inside this block takes effect at its end, e.g. once a finished run's row is
+    written. (Masking the signal would not do: the kernel hands it to another thread, and Python still runs
+    the handler in the main thread.)"""
+    deferred['active'] = True
+    try:
+        yield
+    finally:
+        deferred['active'] = False
+        if deferred['signal']:
+            stop(deferred['signal'])
 
 
 def _watchdog(read_fd):
@@ -60,17 +83,20 @@ def _watchdog(read_fd):
 
 
 def install_stop_handlers():
+    """Per signal, only over its default: an ignored SIGINT (a background job's) stays ignored, and a host
+    program's own handler (a test runner, a notebook) stays in place."""
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
     defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
-    if any(signal.getsignal(sig) is not default for sig, default in defaults.items()):
-        return  # already installed, or the host program (a test runner, a notebook) has its own
+    ours = [sig for sig, default in defaults.items() if signal.getsignal(sig) is default]
+    if not ours:
+        return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     threading.Thread(target=_watchdog, args=(read_fd,), daemon=True, name='stop-watchdog').start()
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _stop)
+    for sig in ours:
+        signal.signal(sig, _on_signal)
 
 
 def install_excepthook(stop_handlers=True):

@@ -34,6 +34,7 @@ class CifarLoader:
         self.flip, self.translate, self.cutout = flip, translate, cutout
         self.shuffle = train if shuffle is None else shuffle
         self.drop_last = train if drop_last is None else drop_last
+        self.max_value = torch.tensor(255.0, device=self.device)
         self.mean = torch.tensor(CIFAR_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR_STD, device=self.device).view(1, 3, 1, 1)
         # The run's normalized, padded set. A twin from with_labels shares this dict: the set depends on the
@@ -65,8 +66,9 @@ class CifarLoader:
         self.base_flip_mask = None
 
     def normalize(self, images):
-        # in float32, rounded once to fp16 at the end (dividing in fp16 first rounds twice)
-        return ((images.float() / 255 - self.mean) / self.std).to(self.dtype)
+        # In float32, rounded once to fp16 at the end (dividing in fp16 first rounds twice). By a tensor, not the
+        # number 255: CUDA divides by a Python scalar as a multiply by its reciprocal, off by one bit from the CPU.
+        return ((images.float() / self.max_value - self.mean) / self.std).to(self.dtype)
 
     def __len__(self):
         n, bs = len(self.images), self.batch_size

@@ -21,14 +21,13 @@ Variant (the log's name): args.variant, else 'full', 'ternary', 'full-kd' or 'te
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from airbench import errors
-from airbench.errors import STOP_SIGNALS, UserError
+from airbench.errors import UserError
 from stats import provenance
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.summary import describe, format_summary, mean_std, values, verdict
@@ -202,7 +201,7 @@ class Trial:
                            'script_sha256': provenance.file_sha256(self.script), 'versions': provenance.versions(),
                            'gpu_info': provenance.gpu_info(args.device)}
         self.recorded = []  # seeds this process has logged
-        errors.stop_notes.append(self.stop_note)
+        errors.stop_note = self.stop_note
         print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
               f'{format_seeds(self.seeds)})')
 
@@ -260,13 +259,9 @@ class Trial:
             raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
         row = {'script': self.script.name, 'variant': self.variant, **result, 'date': provenance.utc_now(),
                **self.provenance, **self.config}
-        # A stop signal waits until the finished run is logged: a kill loses at most the run in progress.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with errors.defer_stops():  # a stop waits until the finished run is logged: it loses only a run in progress
             appended = append_row(self.path, row, new_seed=True)
             self.recorded.append(row['seed'])
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if not appended:
             print(f'warning: seed {row["seed"]} is already in {self.path}, logged by another process since this '
                   'one started; this run is not logged (two runs of one seed are not independent). To run in '
@@ -293,7 +288,11 @@ class Trial:
             for _, child in children:
                 if child.poll() is None:
                     child.terminate()
-                    child.wait()
+            for _, child in children:  # within this process's own grace time (airbench/errors.py)
+                try:
+                    child.wait(timeout=errors.STOP_GRACE_SECONDS / 2)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         self.report()
         if failed:
             raise UserError(f'the processes on GPU {", ".join(map(str, failed))} failed (their errors are above); '

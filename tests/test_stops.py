@@ -99,3 +99,34 @@ def test_a_process_that_ignores_the_stop_is_ended_by_the_watchdog():
     stderr = proc.communicate(timeout=30)[1]
     assert proc.returncode == 128 + signal.SIGTERM
     assert 'stopped by SIGTERM: nothing to keep yet (forced: the run did not stop within 1 s)' in stderr
+
+
+def test_a_stop_inside_defer_stops_takes_effect_at_its_end(monkeypatch, capsys):
+    # what Trial.record does around writing a finished run's row: the row is written, then the stop happens
+    from airbench import errors
+    monkeypatch.setattr(errors, 'stop_note', lambda: '1 finished run of this session is in LOG')
+    written = []
+    with pytest.raises(SystemExit) as info:
+        with errors.defer_stops():
+            errors._on_signal(signal.SIGTERM, None)  # as the handler runs when the signal arrives here
+            written.append('row')
+    assert written == ['row'] and info.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == 'stopped by SIGTERM: 1 finished run of this session is in LOG\n'
+    assert errors.deferred == {'active': False, 'signal': signal.SIGTERM}
+    errors.deferred['signal'] = None
+
+
+IGNORES_SIGINT = """
+import signal, sys
+sys.path.insert(0, {root!r})
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a non-interactive shell starts
+from airbench import errors
+errors.install_excepthook()
+print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is errors._on_signal)
+"""
+
+
+def test_an_ignored_sigint_stays_ignored_and_sigterm_is_still_handled():
+    proc = subprocess.run([sys.executable, '-c', IGNORES_SIGINT.format(root=str(ROOT))], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout == 'True True\n', proc.stderr

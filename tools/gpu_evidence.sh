@@ -43,7 +43,8 @@ job() {  # job COMMAND...: runs it under what is left of the budget; never start
     local left=$(( DEADLINE - $(date +%s) ))
     if [ $left -lt 30 ]; then echo "== skipped, budget spent: $*"; return; fi
     echo "== $* (budget left ${left} s)"
-    timeout --signal=INT $left "$@" 2>&1 | grep -v '^|' | tail -n 8  # the summary, not the per-epoch table
+    # TERM: a rung stops with one line, keeping its finished runs; KILL 45 s later if it does not
+    timeout --signal=TERM -k 45 $left "$@" 2>&1 | grep -v '^|' | tail -n 8  # the summary, not the epoch table
 }
 runs() {  # runs SCRIPT N [FLAGS...]: seeds 0..N-1 of SCRIPT, only those the log lacks
     local script=$1 n=$2; shift 2
