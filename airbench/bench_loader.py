@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from airbench.augment import alternating_flip_mask, random_flip_mask
+from airbench.augment import alternating_flip_mask, random_flip_mask, random_squares
 from airbench.errors import install_excepthook
 from airbench.flags import Parser, check_ranges
 from airbench.loader import CifarLoader, load_data
@@ -64,11 +64,8 @@ def reference_translate(images, pad, generator):
 def reference_cutout(images, size, generator):
     if size == 0:
         return images
-    n, _, h, w = images.shape
-    top = torch.randint(0, h - size + 1, (n, 1), device=generator.device, generator=generator)
-    left = torch.randint(0, w - size + 1, (n, 1), device=generator.device, generator=generator)
-    ys, xs = torch.arange(h, device=images.device), torch.arange(w, device=images.device)
-    square = ((ys >= top) & (ys < top + size))[:, :, None] & ((xs >= left) & (xs < left + size))[:, None, :]
+    in_rows, in_cols = random_squares(len(images), *images.shape[2:], size, generator)
+    square = in_rows[:, :, None] & in_cols[:, None, :]
     return images.masked_fill(square[:, None], 0).contiguous(memory_format=torch.channels_last)
 
 

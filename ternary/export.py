@@ -58,17 +58,21 @@ def pack_codes(codes):
     return fields.sum(dim=-1).to(torch.uint8)
 
 
+def code_fields(packed):
+    """uint8 [C_out, B] -> its 2-bit fields as int32 [C_out, B, 4], the first in the lowest bits."""
+    return (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
+
+
 def unpack_codes(packed, k):
     """uint8 [C_out, ceil(k / 4)] -> int8 codes [C_out, k]."""
-    fields = (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
+    fields = code_fields(packed)
     codes = fields - 2 * (fields & 2)
     return codes.reshape(packed.shape[0], -1)[:, :k].to(torch.int8)
 
 
 def count_reserved_fields(packed):
     """How many 2-bit fields of packed codes are 10, the field none of -1, 0, +1 is written as."""
-    fields = (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
-    return int((fields == 2).sum())
+    return int((code_fields(packed) == 2).sum())
 
 
 def ternary_weights(model):

@@ -5,7 +5,7 @@ earlier forwards that is still alive is filled with NaN. A run must give exactly
 that poison.
 
 The same tiny clean runs are pinned: their per-epoch tables (losses, accuracies) must stay what they were when
-PINNED was recorded (commit after 4ba344c, torch 2.14.1 on this CPU), so a refactor that should change nothing,
+PINNED was recorded (at 3748a8d, torch 2.14.1, on the 2-core CPU machines of this project), so a refactor that should change nothing,
 such as the rung redesign, is shown to change nothing. Change a pin only with a reason in the commit message.
 A pin can also move with another torch version or CPU kind (other float kernels)."""
 import importlib
