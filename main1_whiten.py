@@ -11,6 +11,7 @@ Run: python main1_whiten.py --runs 25
 
 import math
 import sys
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 
 import stats
 import ternary
-from airbench import (CifarLoader, Timer, load_data, parse_flags, peak_memory_bytes, print_table_header,
-                      print_table_row, reset_peak_memory)
+from cifar_loader import CifarLoader, load_data
+from common.flags import parse_flags
+from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 
 torch.backends.cudnn.benchmark = True
 
@@ -36,7 +38,7 @@ hyp = {
         'lr_end': 0.0,              # lr multiplier at the last step
     },
     'aug': {
-        'flip': 'random',           # 'none', 'random' or 'alternating' (airbench/augment.py)
+        'flip': 'random',           # 'none', 'random' or 'alternating' (cifar_loader/augment.py)
         'translate': 2,             # pixels, reflect-padded
     },
     'net': {
@@ -106,8 +108,8 @@ class Net(nn.Module):
         return self.head(x) * self.logit_scale
 
 
-def make_net(device):
-    net = hyp['net']
+def make_net(net, device):
+    """The model hyp['net'] (here `net`) describes, in the device's dtype and memory format."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
     if device == 'cuda':
         model = model.half().to(memory_format=torch.channels_last)
@@ -145,11 +147,11 @@ def init_whitening_conv(conv, images, eps=5e-4):  # [whiten] eps bounds the gain
 #             Optimizer Extras              #
 #############################################
 
-def make_optimizer(model, total_steps):
+def make_optimizer(model, total_steps, opt):
     """Nesterov SGD on a loss summed over the batch. Dividing by 1024 * (1 + 1/(1 - momentum)) makes
     `lr` the step per 1024 examples once momentum has built up (its geometric sum plus Nesterov's extra
     gradient term), so lr, momentum and batch size can be tuned one at a time (hlb-CIFAR10, airbench)."""
-    opt, batch_size = hyp['opt'], hyp['opt']['batch_size']
+    batch_size = opt['batch_size']
     kilostep_scale = 1024 * (1 + 1 / (1 - opt['momentum']))
     lr = opt['lr'] / kilostep_scale
     wd = opt['weight_decay'] * batch_size / kilostep_scale
@@ -206,7 +208,14 @@ def evaluate(model, loader, tta_level=0):
 #                 Training                  #
 #############################################
 
-def main(run, seed, model, loss_fn, train_loader, test_loader):
+def cross_entropy_loss(label_smoothing):
+    """Cross-entropy per example against labels smoothed by `label_smoothing`, as airbench94; main() sums it.
+    It takes the batch's inputs too, unused here: --teacher's distillation loss runs the teacher on them."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing, reduction='none')
+    return lambda outputs, labels, inputs: criterion(outputs, labels)
+
+
+def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
     """One run: reinitialize, train for hyp's epochs, evaluate with TTA. Returns the run's result row."""
     torch.manual_seed(seed)
     train_loader.reseed(seed)
@@ -218,7 +227,7 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
     reinit_net(model)
     with timer:  # [whiten] from the first 5,000 training images, unaugmented
         init_whitening_conv(model.whiten, train_loader.normalize(train_loader.images[:5000]))
-    optimizer, scheduler = make_optimizer(model, total_steps)
+    optimizer, scheduler = make_optimizer(model, total_steps, hyp['opt'])
     step = 0
     for epoch in range(math.ceil(epochs)):
         model.train()
@@ -246,10 +255,12 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
 #                  Session                  #
 #############################################
 
-def prepare(args):
+def prepare(hyp, args):
     """What the runs of one invocation share: the model (main() reinitializes it), the loss and the loaders.
     The warm-up loader has random labels: its run only pays for cudnn autotuning."""
-    model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
+    model = ternary.convert_from_flags(make_net(hyp['net'], args.device), args)  # [ternary] no-op by default
+    loss_fn = cross_entropy_loss(hyp['opt']['label_smoothing'])
+    loss_fn = ternary.distill_from_flags(loss_fn, partial(make_net, hyp['net']), args)  # [ternary] --teacher
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])
@@ -267,11 +278,11 @@ if __name__ == '__main__':
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)
-    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(args)
+    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(hyp, args)
     print_table_header()
     if args.warmup:
-        main('warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
+        main(hyp, 'warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
     for run, seed in trial.pending():
-        trial.record(main(run, seed, model, loss_fn, train_loader, test_loader))
+        trial.record(main(hyp, run, seed, model, loss_fn, train_loader, test_loader))
     ternary.save_model(model, args.save_model, __file__)  # [ternary] --save-model, a teacher for --teacher
     trial.report()

@@ -11,6 +11,7 @@ Run: python main8_compile.py --runs 25
 
 import math
 import sys
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 
 import stats
 import ternary
-from airbench import (CifarLoader, Timer, load_data, parse_flags, peak_memory_bytes, print_table_header,
-                      print_table_row, reset_peak_memory)
-from airbench import compiled_graphs, warn_if_compiled  # [compile] a timed run must not compile
+from cifar_loader import CifarLoader, load_data
+from common.flags import parse_flags
+from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
+from common.table import compiled_graphs, warn_if_compiled  # [compile] a timed run must not compile
 
 torch.backends.cudnn.benchmark = True
 
@@ -41,7 +43,7 @@ hyp = {
         'ema_decay': 0.95,          # [lookahead] EMA decay per step, ramped up as (step/total)^3
     },
     'aug': {
-        'flip': 'alternating',      # [mirror] 'none', 'random' or 'alternating' (airbench/augment.py)
+        'flip': 'alternating',      # [mirror] 'none', 'random' or 'alternating' (cifar_loader/augment.py)
         'translate': 2,             # pixels, reflect-padded
     },
     'net': {
@@ -51,7 +53,7 @@ hyp = {
         'bn_momentum': 0.4,         # [lookahead] retuned to keep up with it; weight of the new batch statistics
         'logit_scale': 1 / 9,       # scales the classifier's output
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
-        'compile_mode': 'max-autotune',  # [compile] as airbench; CUDA graphs, kernel autotuning (airbench/flags.py)
+        'compile_mode': 'max-autotune',  # [compile] as airbench; CUDA graphs, kernel autotuning (common/flags.py)
     },
 }
 
@@ -119,8 +121,8 @@ class Net(nn.Module):
         return self.head(x) * self.logit_scale
 
 
-def make_net(device):
-    net = hyp['net']
+def make_net(net, device):
+    """The model hyp['net'] (here `net`) describes, in the device's dtype and memory format."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
     if device == 'cuda':
         model = model.half().to(memory_format=torch.channels_last)
@@ -158,11 +160,11 @@ def init_whitening_conv(conv, images, eps=5e-4):  # [whiten] eps bounds the gain
 #             Optimizer Extras              #
 #############################################
 
-def make_optimizer(model, total_steps):
+def make_optimizer(model, total_steps, opt):
     """Nesterov SGD on a loss summed over the batch. Dividing by 1024 * (1 + 1/(1 - momentum)) makes
     `lr` the step per 1024 examples once momentum has built up (its geometric sum plus Nesterov's extra
     gradient term), so lr, momentum and batch size can be tuned one at a time (hlb-CIFAR10, airbench)."""
-    opt, batch_size = hyp['opt'], hyp['opt']['batch_size']
+    batch_size = opt['batch_size']
     kilostep_scale = 1024 * (1 + 1 / (1 - opt['momentum']))
     lr = opt['lr'] / kilostep_scale
     wd = opt['weight_decay'] * batch_size / kilostep_scale
@@ -204,9 +206,9 @@ class LookaheadState:
                 state[name].copy_(slow)
 
 
-def ema_decay(step, total_steps):  # [lookahead] (step/total)^3: the slow weights trail closely at first
-    every = hyp['opt']['ema_every']
-    return hyp['opt']['ema_decay']**every * (step / total_steps)**3
+def ema_decay(step, total_steps, opt):  # [lookahead] (step/total)^3: the slow weights trail closely at first
+    every = opt['ema_every']
+    return opt['ema_decay']**every * (step / total_steps)**3
 
 #############################################
 #                  Logging                  #
@@ -244,7 +246,14 @@ def evaluate(model, loader, tta_level=0):
 #                 Training                  #
 #############################################
 
-def main(run, seed, model, loss_fn, train_loader, test_loader):
+def cross_entropy_loss(label_smoothing):
+    """Cross-entropy per example against labels smoothed by `label_smoothing`, as airbench94; main() sums it.
+    It takes the batch's inputs too, unused here: --teacher's distillation loss runs the teacher on them."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing, reduction='none')
+    return lambda outputs, labels, inputs: criterion(outputs, labels)
+
+
+def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
     """One run: reinitialize, train for hyp's epochs, evaluate with TTA. Returns the run's result row."""
     torch.manual_seed(seed)
     train_loader.reseed(seed)
@@ -257,7 +266,7 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
     reinit_net(model)
     with timer:  # [whiten] from the first 5,000 training images, unaugmented
         init_whitening_conv(model.whiten, train_loader.normalize(train_loader.images[:5000]))
-    optimizer, scheduler = make_optimizer(model, total_steps)
+    optimizer, scheduler = make_optimizer(model, total_steps, hyp['opt'])
     lookahead = LookaheadState(model)  # [lookahead]
     step = 0
     for epoch in range(math.ceil(epochs)):
@@ -275,7 +284,7 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
                 scheduler.step()
                 step += 1
                 if step % hyp['opt']['ema_every'] == 0:  # [lookahead]
-                    lookahead.update(model, ema_decay(step, total_steps))
+                    lookahead.update(model, ema_decay(step, total_steps, hyp['opt']))
                 if step == total_steps:
                     if step >= hyp['opt']['ema_every']:  # [lookahead] else the slow weights are still the initial ones
                         lookahead.update(model, decay=1.0)  # [lookahead] end on the slow weights
@@ -294,15 +303,17 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
 #                  Session                  #
 #############################################
 
-def prepare(args):
+def prepare(hyp, args):
     """What the runs of one invocation share: the model (main() reinitializes it), the loss and the loaders.
     The warm-up loader has random labels: its run only pays for cudnn autotuning and compilation."""
-    model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
+    model = ternary.convert_from_flags(make_net(hyp['net'], args.device), args)  # [ternary] no-op by default
+    loss_fn = cross_entropy_loss(hyp['opt']['label_smoothing'])
+    loss_fn = ternary.distill_from_flags(loss_fn, partial(make_net, hyp['net']), args)  # [ternary] --teacher
     # [compile] static shapes: one graph per batch size (train, eval, last batch)
     model.compile(dynamic=False, mode=hyp['net']['compile_mode'])
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
-    augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])
+    augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])  # [mirror] alternating_flip_mask
     train_loader = CifarLoader(*data['train'], batch_size, args.device, **augment)
     warmup_loader = train_loader.with_labels(torch.randint_like(train_loader.labels, 10))  # shares the images
     test_loader = CifarLoader(*data['test'], 2000, args.device)
@@ -317,11 +328,11 @@ if __name__ == '__main__':
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)
-    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(args)
+    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(hyp, args)
     print_table_header()
     if args.warmup:
-        main('warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
+        main(hyp, 'warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
     for run, seed in trial.pending():
-        trial.record(main(run, seed, model, loss_fn, train_loader, test_loader))
+        trial.record(main(hyp, run, seed, model, loss_fn, train_loader, test_loader))
     ternary.save_model(model, args.save_model, __file__)  # [ternary] --save-model, a teacher for --teacher
     trial.report()

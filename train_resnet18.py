@@ -11,6 +11,7 @@ Run: python train_resnet18.py --runs 5
 
 import math
 import sys
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 
 import stats
 import ternary
-from airbench import (CifarLoader, Timer, load_data, parse_flags, peak_memory_bytes, print_table_header,
-                      print_table_row, reset_peak_memory)
+from cifar_loader import CifarLoader, load_data
+from common.flags import parse_flags
+from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 
 torch.backends.cudnn.benchmark = True
 
@@ -36,7 +38,7 @@ hyp = {
         'lr_end': 0.0,              # lr multiplier at the last step
     },
     'aug': {
-        'flip': 'random',           # 'none', 'random' or 'alternating' (airbench/augment.py)
+        'flip': 'random',           # 'none', 'random' or 'alternating' (cifar_loader/augment.py)
         'translate': 4,             # pixels, reflect-padded
         'cutout': 12,               # side of the zeroed square, pixels
     },
@@ -92,11 +94,11 @@ class ResNet18(nn.Module):
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def make_net(device):
+def make_net(net, device):
     """fp32 weights; on CUDA the forward runs in bf16 autocast (main()), with channels_last convs.
     Not the whole net in fp16 as the rungs (and airbench) do: this recipe's decay step alone, lr * weight_decay =
     1e-4 of a weight, is below half an fp16 ulp (2^-11), so fp16 weights would lose the decay to rounding."""
-    model = ResNet18(hyp['net']['width']).to(device)
+    model = ResNet18(net['width']).to(device)
     if device == 'cuda':
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -114,8 +116,7 @@ def reinit_net(model):
 #             Optimizer Extras              #
 #############################################
 
-def make_optimizer(model, total_steps):
-    opt = hyp['opt']
+def make_optimizer(model, total_steps, opt):
     optimizer = torch.optim.SGD(model.parameters(), lr=opt['lr'], momentum=opt['momentum'], nesterov=True,
                                 weight_decay=opt['weight_decay'])
     schedule = lr_schedule(total_steps, opt['warmup_frac'], opt['lr_start'], opt['lr_end'])
@@ -170,7 +171,14 @@ def autocast(device):
 #                 Training                  #
 #############################################
 
-def main(run, seed, model, loss_fn, train_loader, test_loader):
+def cross_entropy_loss(label_smoothing):
+    """Cross-entropy per example against labels smoothed by `label_smoothing`, as airbench94; main() averages it.
+    It takes the batch's inputs too, unused here: --teacher's distillation loss runs the teacher on them."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing, reduction='none')
+    return lambda outputs, labels, inputs: criterion(outputs, labels)
+
+
+def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
     """One run: reinitialize, train for hyp's epochs, evaluate with TTA. Returns the run's result row."""
     torch.manual_seed(seed)
     train_loader.reseed(seed)
@@ -180,7 +188,7 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
     reset_peak_memory(device)
     timer = Timer(device)
     reinit_net(model)
-    optimizer, scheduler = make_optimizer(model, total_steps)
+    optimizer, scheduler = make_optimizer(model, total_steps, hyp['opt'])
     step = 0
     for epoch in range(math.ceil(epochs)):
         model.train()
@@ -209,10 +217,12 @@ def main(run, seed, model, loss_fn, train_loader, test_loader):
 #                  Session                  #
 #############################################
 
-def prepare(args):
+def prepare(hyp, args):
     """What the runs of one invocation share: the model (main() reinitializes it), the loss and the loaders.
     The warm-up loader has random labels: its run only pays for cudnn autotuning."""
-    model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])  # [ternary] no-op by default
+    model = ternary.convert_from_flags(make_net(hyp['net'], args.device), args)  # [ternary] no-op by default
+    loss_fn = cross_entropy_loss(hyp['opt']['label_smoothing'])
+    loss_fn = ternary.distill_from_flags(loss_fn, partial(make_net, hyp['net']), args)  # [ternary] --teacher
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'], cutout=aug['cutout'])
@@ -230,11 +240,11 @@ if __name__ == '__main__':
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)
-    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(args)
+    model, loss_fn, train_loader, test_loader, warmup_loader = prepare(hyp, args)
     print_table_header()
     if args.warmup:
-        main('warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
+        main(hyp, 'warmup', args.seed, model, loss_fn, warmup_loader, test_loader)
     for run, seed in trial.pending():
-        trial.record(main(run, seed, model, loss_fn, train_loader, test_loader))
+        trial.record(main(hyp, run, seed, model, loss_fn, train_loader, test_loader))
     ternary.save_model(model, args.save_model, __file__)  # [ternary] --save-model, a teacher for --teacher
     trial.report()

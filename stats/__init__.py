@@ -1,7 +1,6 @@
-"""n-seed trials, the JSON Lines results log, their statistics, the README table and the ladder diff report.
+"""The run path: n-seed trials, the JSON Lines results log, the statistics a trial reports, benchmark rows.
 
-Rungs use `stats.Trial` (trial.py). `python -m stats --help` lists the commands: summary, compare, merge,
-table, figure, ladder.
+Rungs use `stats.Trial` (trial.py) and nothing else from here. The reports on the logs (summaries, the README
+table, the figure, the ladder check, the side-by-side) are in reports/: `python -m reports --help`.
 """
-from stats.summary import compare, describe, verdict
 from stats.trial import Trial

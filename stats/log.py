@@ -2,7 +2,7 @@
 
 Layout: {out}/{script stem}/{variant}__{hardware}.jsonl, e.g. results/main0_network/full__nvidia-h100.jsonl.
 The K-th slice of a cluster job array writes {variant}__{hardware}.shard-K-of-N.jsonl instead, so jobs never
-share a file over a network file system; `python -m stats merge` later appends their rows to the main log.
+share a file over a network file system; `python -m reports merge` later appends their rows to the main log.
 
 Writing. A row is one line, written with one os.write to a file opened with O_APPEND while holding an
 exclusive flock, so the processes of `--gpus` can share one log. Nothing is ever rewritten or deleted. A run
@@ -28,7 +28,7 @@ import re
 import sys
 from pathlib import Path
 
-from airbench.errors import UserError
+from common.errors import UserError
 
 ROW_TYPES = {'script': str, 'variant': str, 'seed': int, 'hyp': dict, 'args': dict, 'device': str,
              'tta_val_acc': (int, float), 'time_seconds': (int, float)}  # what every reader relies on
@@ -54,7 +54,7 @@ def is_shard_log(path):
 
 
 def shard_logs_of(main_path):
-    """The shard logs beside a main log that `python -m stats merge` would append to it."""
+    """The shard logs beside a main log that `python -m reports merge` would append to it."""
     main_path = Path(main_path)
     pattern = main_path.name.removesuffix('.jsonl') + '.shard-*-of-*.jsonl'
     return sorted(path for path in main_path.parent.glob(pattern) if is_shard_log(path))

@@ -26,9 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from airbench import errors
-from airbench.errors import UserError
-from stats import provenance
+from common import errors
+from common.errors import UserError
+from common import provenance
+from stats.flags import check_runs, check_variant, parse_shard
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
@@ -39,11 +40,6 @@ GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; 
 METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'hyp',
             'args')
 RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds', 'peak_memory_bytes')
-
-
-def check_runs(runs):
-    if not isinstance(runs, int) or runs < 1:
-        raise UserError(f'--runs must be a whole number >= 1, got {runs}')
 
 
 def check_writable_folder(folder, flag):
@@ -70,16 +66,6 @@ def check_outputs(args, log):
         check_writable_folder(path.parent, '--save-model')
 
 
-def parse_shard(text):
-    """'2/8' -> (2, 8); None -> None."""
-    if text is None:
-        return None
-    match = re.fullmatch(r'(\d+)/(\d+)', text.strip())
-    if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise UserError(f"--shard must be K/N with 1 <= K <= N (the K-th of N slices, e.g. 2/8), got '{text}'")
-    return int(match[1]), int(match[2])
-
-
 def parse_gpus(text, count):
     """'all' or '0,2' -> list of CUDA device indices, checked against the `count` visible GPUs."""
     if count == 0:
@@ -99,14 +85,6 @@ def parse_gpus(text, count):
 def default_variant(args):
     name = 'ternary' if args.ternary else 'full'
     return name + '-kd' if args.teacher else name
-
-
-def check_variant(name):
-    # The name becomes part of a file name, split from the hardware at '__'.
-    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*', name) or '.shard-' in name:
-        raise UserError(f"--variant must be a file-name-safe word like 'lr12' or 'no-tta' (letters, digits, . - "
-                        f"and single _), got '{name}'")
-    return name
 
 
 def config_args(args):
@@ -162,7 +140,7 @@ def cuda_gpu_names(device):
     """Names of the visible CUDA GPUs; [] on the CPU."""
     if not provenance.is_cuda(device):
         return []
-    import torch  # here, so the stats CLI never loads torch
+    import torch  # here: the reports CLI imports this module and starts without torch
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
@@ -197,16 +175,14 @@ class Trial:
         logged = self.read_logged_seeds()
         self.seeds = self.plan(logged)
         # Hashed now, not per run: this process runs the code it loaded at start, whatever happens to the file.
-        self.provenance = {'device': device, 'git_commit': provenance.git_commit(self.script.parent, args.out),
-                           'script_sha256': provenance.file_sha256(self.script), 'versions': provenance.versions(),
-                           'gpu_info': provenance.gpu_info(args.device)}
+        self.provenance = provenance.provenance(self.script, args.device, args.out, name=device)
         self.recorded = []  # seeds this process has logged
         errors.stop_note = self.stop_note
         print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
               f'{format_seeds(self.seeds)})')
 
     def stop_note(self):
-        """What a SIGTERM or Ctrl-C keeps (airbench/errors.py prints it): read from memory, no I/O."""
+        """What a SIGTERM or Ctrl-C keeps (common/errors.py prints it): read from memory, no I/O."""
         done = len(self.recorded)
         kept = f'{done} finished run{"s" * (done != 1)} of this session {"are" if done != 1 else "is"} in {self.path}'
         if done == len(self.seeds):
@@ -257,8 +233,8 @@ class Trial:
         clashing = [key for key in METADATA if key in result]
         if missing or clashing:
             raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
-        row = {'script': self.script.name, 'variant': self.variant, **result, 'date': provenance.utc_now(),
-               **self.provenance, **self.config}
+        row = {'script': self.script.name, 'variant': self.variant, **result, **self.provenance,
+               'date': provenance.utc_now(), **self.config}  # date: when this run finished
         with errors.defer_stops():  # a stop waits until the finished run is logged: it loses only a run in progress
             appended = append_row(self.path, row, new_seed=True)
             self.recorded.append(row['seed'])
@@ -288,7 +264,7 @@ class Trial:
             for _, child in children:
                 if child.poll() is None:
                     child.terminate()
-            for _, child in children:  # within this process's own grace time (airbench/errors.py)
+            for _, child in children:  # within this process's own grace time (common/errors.py)
                 try:
                     child.wait(timeout=errors.STOP_GRACE_SECONDS / 2)
                 except subprocess.TimeoutExpired:

@@ -1,6 +1,16 @@
-"""BitNet b1.58 ternary weights for the ladder: layers and `convert`, the --ternary toggle with distillation
-(`from_flags`), packed export. The Triton kernels (kernels.py) are imported on first use, not here."""
-from ternary.distill import from_flags, kd_loss, load_teacher, save_model
-from ternary.export import export_packed, load_packed, model_size_bytes, pack_codes, unpack_codes
-from ternary.layers import TernaryConv2d, TernaryLinear, convert, convert_from_flags
-from ternary.quant import act_quant, ste, weight_quant
+"""BitNet b1.58 ternary weights for the ladder. Modules, each importing only those before it:
+
+    quant.py    the maths: absmean ternary codes, absmax int8 activations, straight-through gradient
+    pack.py     2-bit packing of the codes, four to a byte
+    kernels.py  Triton kernels beside their PyTorch references (imported on first use on CUDA, not here)
+    layers.py   TernaryConv2d / TernaryLinear and `convert`, which swaps them into a model in place
+    export.py   the packed file (export_packed, load_packed) and convert_from_flags, the --ternary toggle
+    distill.py  distillation from a saved full-precision model (--teacher) and save_model (--save-model)
+
+flags.py declares the run flags above; bench.py times the kernels (python -m ternary.bench)."""
+from ternary import flags  # declares --ternary, its options, --teacher, --kd-*, --save-model
+from ternary.distill import distill_from_flags, load_teacher, save_model
+from ternary.export import convert_from_flags, export_packed, load_packed, model_size_bytes
+from ternary.layers import TernaryConv2d, TernaryLinear, convert
+from ternary.pack import pack_codes, unpack_codes
+from ternary.quant import act_quant, ste, ternary_codes

@@ -1,13 +1,14 @@
-"""Knowledge distillation from a saved full-precision model, and the one call that sets up a rung's model.
+"""Knowledge distillation from a saved full-precision model of the same rung, and --save-model.
 
-A rung writes `model, loss_fn = ternary.from_flags(make_net, args, hyp['opt']['label_smoothing'])`: without
---ternary and --teacher this is make_net(device) and the rung's usual label-smoothed cross-entropy.
+A rung wraps its own loss: `loss_fn = ternary.distill_from_flags(loss_fn, make_net, args)` returns it unchanged
+without --teacher.
 
 Distillation loss (Hinton et al. 2015), per example, with temperature T and weight α:
 
-    loss = (1 - α) · CE_ls(student, label) + α · T² · KL(softmax(teacher / T) ‖ softmax(student / T))
+    loss = (1 - α) · loss_fn(student, label) + α · T² · KL(softmax(teacher / T) ‖ softmax(student / T))
 
-T² keeps the gradient of the soft term on the scale of the hard term as T changes.
+where loss_fn is the rung's own per-example loss (its label-smoothed cross-entropy). T² keeps the gradient of
+the soft term on the scale of the hard term as T changes.
 """
 import inspect
 import os
@@ -16,26 +17,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from airbench.errors import UserError
-from airbench.files import atomic_write
-from ternary.layers import TernaryLayer, convert_from_flags
+from common.errors import UserError
+from common.files import atomic_write
+from ternary.export import check_architecture, unwrap
+from ternary.layers import TernaryLayer
 
 MODEL_FORMAT = 'cifar-ladder-model-v1'
 
 
-def kd_loss(student_logits, teacher_logits, labels, alpha, T, label_smoothing):
-    """Per-example distillation loss, float32, shape [N] (reduction none)."""
-    student = student_logits.float()
-    hard = F.cross_entropy(student, labels, label_smoothing=label_smoothing, reduction='none')
-    log_p_student = F.log_softmax(student / T, dim=1)
+def soft_target_loss(student_logits, teacher_logits, T):
+    """KL(softmax(teacher / T) ‖ softmax(student / T)) per example, float32, shape [N]."""
+    log_p_student = F.log_softmax(student_logits.float() / T, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / T, dim=1)
-    soft = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction='none').sum(dim=1)
-    return (1 - alpha) * hard + alpha * T ** 2 * soft
-
-
-def unwrap(model):
-    """The module inside torch.compile's wrapper, so compiled and eager models share state_dict keys."""
-    return getattr(model, '_orig_mod', model)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction='none').sum(dim=1)
 
 
 def save_model(model, path, script):
@@ -79,17 +73,6 @@ def read_checkpoint(path):
     return checkpoint
 
 
-def check_architecture(state, model, path):
-    """UserError naming the first key whose presence or shape differs between `state` and `model`."""
-    expected = model.state_dict()
-    for key in list(expected) + [k for k in state if k not in expected]:
-        got = tuple(state[key].shape) if key in state else 'missing'
-        want = tuple(expected[key].shape) if key in expected else 'absent'
-        if got != want:
-            raise UserError(f"{path} holds another architecture: first mismatch at '{key}' "
-                            f"(file: {got}, this model: {want})")
-
-
 def load_teacher(path, make_net, device, script=None):
     """make_net(device) loaded from `path`, in eval mode, without gradients. `script` defaults to the file
     that defines make_net; the checkpoint must come from the same script and architecture."""
@@ -108,37 +91,23 @@ def load_teacher(path, make_net, device, script=None):
     return teacher
 
 
-def check_kd_flags(args):
-    if not 0 <= args.kd_alpha <= 1:
-        raise UserError(f'--kd-alpha must be in [0, 1], got {args.kd_alpha}')
-    if not args.kd_temperature > 0:
-        raise UserError(f'--kd-temperature must be positive, got {args.kd_temperature}')
-
-
-def from_flags(make_net, args, label_smoothing):
-    """(model, loss_fn) for a rung. model: make_net(args.device), made ternary by --ternary*.
-    loss_fn(outputs, labels, inputs) -> per-example loss: label-smoothed cross-entropy, or with --teacher the
-    distillation loss against the teacher's logits on the same inputs."""
-    model = convert_from_flags(make_net(args.device), args)
-    if args.ternary:
-        from ternary.export import model_size_bytes  # here, not at the top: export imports this module
-        print(f'model size: {model_size_bytes(model):,} bytes as trained, '
-              f'{model_size_bytes(model, packed=True):,} bytes packed (ternary.export_packed)')
-    if args.teacher is None:  # exactly the rung's own loss, so the default path changes nothing
-        def loss_fn(outputs, labels, inputs):
-            return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction='none')
-        return model, loss_fn
-    check_kd_flags(args)
+def distill_from_flags(loss_fn, make_net, args):
+    """`loss_fn` itself without --teacher. With it, loss(outputs, labels, inputs) per example:
+    (1 - α) · loss_fn(outputs, labels, inputs) + α · T² · KL(teacher ‖ student) at temperature T, where the
+    teacher is make_net(args.device) loaded from --teacher and run on the same inputs. --kd-alpha and
+    --kd-temperature were range-checked with the flags (ternary/flags.py)."""
+    if args.teacher is None:
+        return loss_fn
     teacher = load_teacher(args.teacher, make_net, args.device)
-
     teacher_dtype = next(teacher.parameters()).dtype
     # A teacher kept in fp32 (train_resnet18) runs as its script does on CUDA: in bf16 autocast. Elsewhere the
     # inputs take the teacher's dtype (fp16 batches reaching fp32 weights would be a dtype error).
     use_autocast = teacher_dtype == torch.float32 and torch.device(args.device).type == 'cuda'
+    alpha, T = args.kd_alpha, args.kd_temperature
 
-    def kd_loss_fn(outputs, labels, inputs):
-        # The teacher's softmax at temperature T is taken in fp32.
+    def distillation_loss(outputs, labels, inputs):
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=use_autocast):
             teacher_logits = teacher(inputs if use_autocast else inputs.to(teacher_dtype)).float()
-        return kd_loss(outputs, teacher_logits, labels, args.kd_alpha, args.kd_temperature, label_smoothing)
-    return model, kd_loss_fn
+        hard = loss_fn(outputs.float(), labels, inputs)  # in fp32, as the soft term is
+        return (1 - alpha) * hard + alpha * T ** 2 * soft_target_loss(outputs, teacher_logits, T)
+    return distillation_loss

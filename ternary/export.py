@@ -16,18 +16,11 @@ Every state_dict entry (parameters and buffers) has an entry with its shape and 
 is stored as 2-bit codes plus float32 scales ('encoding': 'ternary2'); everything else (layers kept in full
 precision, BatchNorm, running statistics) as its raw bytes in its own dtype ('encoding': 'raw').
 
-2-bit code layout. A weight [C_out, C_in, k_h, k_w] is flattened to rows [C_out, K], K = C_in·k_h·k_w in the
-order F.unfold uses, and each row is packed on its own, four codes per byte, the first in the lowest bits. A
-field is the code's 2-bit two's complement: 0 -> 00, 1 -> 01, -1 -> 11 (10 is never written). Rows are
-zero-padded to a multiple of 4 codes; a zero field is code 0, so padding adds nothing to a dot product.
-Loading refuses a field 10 anywhere, padding included: it decodes to -2, which no ternary weight is.
-Worked example:
+The codes are packed four to a byte as pack.py describes, with a worked example. Loading refuses the reserved
+field 10 anywhere, padding included: it decodes to -2, which no ternary weight is.
 
-    codes    [-1,  0,  1,  1]
-    fields   [11, 00, 01, 01]         in bits 1..0, 3..2, 5..4, 7..6
-    byte     0b01_01_00_11 = 0x53 = 83
-
-Decoding a field f: code = f - 2·(f & 2), so 3 -> -1, 1 -> 1, 0 -> 0.
+Also here, for export and distill.py alike: `unwrap` (the model inside torch.compile's wrapper) and
+`check_architecture`; and `convert_from_flags`, the --ternary toggle, which reports the packed size.
 """
 import hashlib
 import json
@@ -38,41 +31,32 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from airbench.errors import UserError
-from airbench.files import atomic_write
-from ternary.distill import check_architecture, unwrap
-from ternary.layers import TernaryLayer, check_convertible, is_quantizable, make_ternary, weight_quant
+from common.errors import UserError
+from common.files import atomic_write
+from ternary.layers import (TernaryLayer, check_convertible, convert, describe, export_codes, is_quantizable,
+                            make_ternary, quantizable_names)
+from ternary.pack import count_reserved_fields, pack_codes, packed_row_bytes, unpack_codes
 from ternary.quant import dequantize
 
 MAGIC = b'TERNPACK'
 FORMAT, VERSION = 'ternary-packed', 2  # 2: the payload's sha256 in the header
 
 
-def pack_codes(codes):
-    """int8 codes [C_out, ...] in {-1, 0, 1} -> uint8 [C_out, ceil(K / 4)], the layout above."""
-    rows = codes.reshape(codes.shape[0], -1).to(torch.int32) & 3
-    rows = F.pad(rows, (0, -rows.shape[1] % 4))
-    fields = rows.view(rows.shape[0], -1, 4) << torch.arange(0, 8, 2, device=codes.device)
-    return fields.sum(dim=-1).to(torch.uint8)
+def unwrap(model):
+    """The module inside torch.compile's wrapper, so compiled and eager models share state_dict keys."""
+    return getattr(model, '_orig_mod', model)
 
 
-def code_fields(packed):
-    """uint8 [C_out, B] -> its 2-bit fields as int32 [C_out, B, 4], the first in the lowest bits."""
-    return (packed.to(torch.int32)[:, :, None] >> torch.arange(0, 8, 2, device=packed.device)) & 3
-
-
-def unpack_codes(packed, k):
-    """uint8 [C_out, ceil(k / 4)] -> int8 codes [C_out, k]."""
-    fields = code_fields(packed)
-    codes = fields - 2 * (fields & 2)
-    return codes.reshape(packed.shape[0], -1)[:, :k].to(torch.int8)
-
-
-def count_reserved_fields(packed):
-    """How many 2-bit fields of packed codes are 10, the field none of -1, 0, +1 is written as."""
-    return int((code_fields(packed) == 2).sum())
+def check_architecture(state, model, path):
+    """UserError naming the first key whose presence or shape differs between `state` and `model`."""
+    expected = model.state_dict()
+    for key in list(expected) + [k for k in state if k not in expected]:
+        got = tuple(state[key].shape) if key in state else 'missing'
+        want = tuple(expected[key].shape) if key in expected else 'absent'
+        if got != want:
+            raise UserError(f"{path} holds another architecture: first mismatch at '{key}' "
+                            f"(file: {got}, this model: {want})")
 
 
 def ternary_weights(model):
@@ -97,7 +81,7 @@ def layer_codes(layer, weight):
         # another scale (mean|W_q| != s), so export -> load -> export would change the model.
         return layer.frozen_codes, layer.frozen_scale
     # the forward pass's own quantizer (the Triton kernel on CUDA), so the codes are the ones it used
-    return weight_quant(weight, layer.per_channel)
+    return export_codes(weight, layer.per_channel)
 
 
 def encode_state(model):
@@ -195,7 +179,7 @@ def decode_entry(entry, payload):
     check_ternary_entry(entry, dtype)
     k = math.prod(shape[1:])
     packed = decode_tensor(payload, entry['codes'], torch.uint8, [shape[0], -1])
-    if packed.shape[1] != math.ceil(k / 4):
+    if packed.shape[1] != packed_row_bytes(k):
         raise CorruptEntry(f'has {packed.shape[1]} code bytes per row, expected ceil({k} / 4)')
     reserved = count_reserved_fields(packed)
     if reserved:
@@ -266,7 +250,22 @@ def model_size_bytes(model, packed=False):
     for key, tensor in unwrap(model).state_dict().items():
         if packed and key in layers:
             rows = tensor.shape[0]
-            total += rows * math.ceil(tensor[0].numel() / 4) + 4 * (rows if layers[key].per_channel else 1)
+            total += rows * packed_row_bytes(tensor[0].numel()) + 4 * (rows if layers[key].per_channel else 1)
         else:
             total += tensor.numel() * tensor.element_size()
     return total
+
+
+def convert_from_flags(model, args):
+    """`convert` driven by the --ternary* flags: a no-op without --ternary. --ternary-keep-first and
+    --ternary-keep-last keep the first conv and the classifier (first and last quantizable modules). Prints
+    which layers are ternary and the model's size as trained and as export_packed would store it."""
+    if not args.ternary:
+        return model
+    names = quantizable_names(model)
+    keep = (names[:1] if args.ternary_keep_first else []) + (names[-1:] if args.ternary_keep_last else [])
+    convert(model, keep, args.ternary_per_channel, args.ternary_acts)
+    print(describe(model))
+    print(f'model size: {model_size_bytes(model):,} bytes as trained, '
+          f'{model_size_bytes(model, packed=True):,} bytes packed (ternary.export_packed)')
+    return model

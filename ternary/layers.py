@@ -8,13 +8,15 @@ device and dtype, and every reference to the module stay as they were.
 
 On CUDA in eager mode the weight quantization runs as one Triton kernel pair (kernels.py); under
 torch.compile, and without Triton, it is the PyTorch reference, which Inductor fuses on its own.
+
+convert_from_flags, the --ternary toggle, lives in export.py: it also reports the packed model size.
 """
 import functools
 
 import torch
 import torch.nn as nn
 
-from airbench.errors import UserError
+from common.errors import UserError
 from ternary import quant
 
 
@@ -32,15 +34,15 @@ def fake_quant_weight(w, per_channel):
     # Under torch.compile the reference is the better choice: Inductor fuses it with the surrounding ops into
     # kernels of its own, where a hand-written launch would be an opaque call in the graph.
     if w.is_cuda and not torch.compiler.is_compiling() and triton_kernels() is not None:
-        return triton_kernels().weight_quant(w, per_channel)[2]
+        return triton_kernels().ternary_codes_and_weight(w, per_channel)[2]
     return quant.fake_quant_weight(w, per_channel)
 
 
-def weight_quant(w, per_channel):
-    """(codes, scale) computed the way the forward pass computes them on w's device, for export."""
+def export_codes(w, per_channel):
+    """(codes, scale) for export, computed the way the forward pass computes them on w's device."""
     if w.is_cuda and triton_kernels() is not None:
-        return triton_kernels().weight_quant(w, per_channel)[:2]
-    return quant.weight_quant(w, per_channel)
+        return triton_kernels().ternary_codes_and_weight(w, per_channel)[:2]
+    return quant.ternary_codes(w, per_channel)
 
 
 class TernaryLayer:
@@ -159,18 +161,6 @@ def convert(model, keep=(), per_channel=False, act_bits=0):
         check_convertible(module, name, act_bits)
     for name, module in targets:
         make_ternary(module, name, per_channel, act_bits)
-    return model
-
-
-def convert_from_flags(model, args):
-    """`convert` driven by the --ternary* flags: a no-op without --ternary. --ternary-keep-first and
-    --ternary-keep-last keep the first conv and the classifier (first and last quantizable modules)."""
-    if not args.ternary:
-        return model
-    names = quantizable_names(model)
-    keep = (names[:1] if args.ternary_keep_first else []) + (names[-1:] if args.ternary_keep_last else [])
-    convert(model, keep, args.ternary_per_channel, args.ternary_acts)
-    print(describe(model))
     return model
 
 

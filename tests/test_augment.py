@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from airbench.augment import (batch_crop, batch_cutout_, crop_windows, pad_and_mirror, random_flip_mask,
+from cifar_loader.augment import (batch_crop, batch_cutout_, crop_windows, pad_and_mirror, random_flip_mask,
                               random_offsets, random_squares, window_columns)
-from airbench.errors import UserError
-from airbench.loader import CifarLoader
+from common.errors import UserError
+from cifar_loader.loader import CifarLoader
 
 
 def generator(seed=0):
@@ -57,7 +57,7 @@ def test_batch_crop_matches_a_per_image_slicing_loop(pad, mirror):
 def test_loader_epochs_match_the_plain_reference(flip, cutout):
     """Whole epochs, shuffling and cutout included, against the slicing loop fed the loader's own choices."""
     images, ids = uint8_dataset(300)
-    make = lambda: CifarLoader(images, ids, 64, 'cpu', train=True, flip=flip, translate=3, cutout=cutout, seed=4)
+    make = lambda: seeded(CifarLoader(images, ids, 64, 'cpu', train=True, flip=flip, translate=3, cutout=cutout), 4)
     loader, shadow = make(), make()  # the shadow makes the same draws, in the same order, without cropping
     padded = padded_reference(loader.normalize(loader.images), 3)
     for _ in range(3):
@@ -150,14 +150,19 @@ def test_alternating_flip_shows_each_image_both_ways_over_two_epochs():
     assert 0.4 < epochs[0].float().mean() < 0.6
 
 
+def seeded(loader, seed):
+    loader.reseed(seed)
+    return loader
+
+
 def batches(loader, epochs=2):
     return [(x.clone(), y.clone()) for _ in range(epochs) for x, y in loader]
 
 
 def test_same_seed_same_batches_and_reseed():
     images, labels = uint8_dataset(300)
-    make = lambda seed: CifarLoader(images, labels, 64, 'cpu', train=True, flip='random', translate=2,
-                                    cutout=4, seed=seed)
+    make = lambda seed: seeded(CifarLoader(images, labels, 64, 'cpu', train=True, flip='random', translate=2, cutout=4),
+                               seed)
     a, b, c = batches(make(7)), batches(make(7)), batches(make(8))
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
     assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, c))

@@ -7,15 +7,15 @@ import sys
 import pytest
 import torch
 
-from airbench.bench_loader import ByteCounter, ReferenceLoader, count_bytes
-from airbench.loader import CifarLoader
+from cifar_loader.bench import ByteCounter, ReferenceLoader, count_bytes
+from cifar_loader.loader import CifarLoader
 from conftest import ROOT
+from reports.table import make_block
 from stats.bench import record_bench
-from stats.table import make_block
 
 
 def test_loader_benchmark_appends_its_result(synthetic_cache, tmp_path):
-    argv = [sys.executable, '-m', 'airbench.bench_loader', '--data-dir', str(synthetic_cache), '--epochs', '1',
+    argv = [sys.executable, '-m', 'cifar_loader.bench', '--data-dir', str(synthetic_cache), '--epochs', '1',
             '--batch-size', '500', '--subset', '5000', '--out', str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -58,11 +58,14 @@ def test_bench_rows_append_and_stay_out_of_the_results_table(tmp_path):
         path = record_bench('loader', 'cpu', {'images_per_second': value}, {}, out=tmp_path)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [row['measurements']['images_per_second'] for row in rows] == [1.0, 2.0]
+    # provenance.provenance() without a script: no script_sha256, the commit names the benchmark's code
+    assert list(rows[0]) == ['benchmark', 'settings', 'measurements', 'date', 'device', 'git_commit', 'versions',
+                             'gpu_info']
     assert make_block(tmp_path, include_cpu=True).startswith('Nothing measured yet')
 
 
 def test_bench_flag_errors_are_one_line():
-    for module in ('airbench.bench_loader', 'ternary.bench'):
+    for module in ('cifar_loader.bench', 'ternary.bench'):
         proc = subprocess.run([sys.executable, '-m', module, '--bogus'], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode != 0 and proc.stderr.startswith('error: unrecognized arguments: --bogus')
         assert proc.stderr.count('\n') == 1
@@ -73,7 +76,7 @@ def test_bench_flag_errors_are_one_line():
     (['--batch-size', '60000'], 'the training set (50,000 images) must hold at least one batch of 60,000'),
 ])
 def test_loader_benchmark_range_errors_are_one_line_and_log_nothing(flags, message, tmp_path):
-    argv = [sys.executable, '-m', 'airbench.bench_loader', *flags, '--out', str(tmp_path)]
+    argv = [sys.executable, '-m', 'cifar_loader.bench', *flags, '--out', str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and proc.stderr.startswith(f'error: {message}') and proc.stderr.count('\n') == 1
     assert not (tmp_path / 'bench').exists()

@@ -14,10 +14,10 @@ import weakref
 import pytest
 import torch
 
-from airbench.flags import parse_flags
+from common.flags import parse_flags
+from reports.ladder import SCRIPTS
 
-RUNGS = ['main0_network', 'main1_whiten', 'main2_dirac', 'main3_scalebias', 'main4_freeze', 'main5_lookahead',
-         'main6_tta', 'main7_mirror', 'main8_compile', 'ternary94', 'train_resnet18']
+RUNGS = [script.removesuffix('.py') for script in SCRIPTS]
 # 2,100 test images: more than one eval batch (2,000), so outputs kept across batches are caught too
 TINY = ['--device', 'cpu', '--subset', '2100', '--epochs', '1.4', '--batch-size', '700', '--no-warmup']
 TINY_NET = {'train_resnet18': ['--width', '4']}
@@ -65,11 +65,10 @@ def tiny_run(name, data_dir, monkeypatch, poison):
         net += ['--whiten-bias-epochs', '1']  # the freeze happens inside the run
     defaults = getattr(rung, 'RUN_DEFAULTS', None)  # ternary94: ternary on
     hyp, args = parse_flags(rung.hyp, [*TINY, *net, '--data-dir', str(data_dir)], defaults=defaults)
-    monkeypatch.setattr(rung, 'hyp', hyp)
     monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: None)  # the order matters, not the compiler
-    model, loss_fn, train_loader, test_loader, _ = rung.prepare(args)
+    model, loss_fn, train_loader, test_loader, _ = rung.prepare(hyp, args)
     poisoner = OutputPoisoner(model) if poison else None
-    row = rung.main(0, 0, model, loss_fn, train_loader, test_loader)
+    row = rung.main(hyp, 0, 0, model, loss_fn, train_loader, test_loader)
     return row, poisoner
 
 

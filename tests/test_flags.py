@@ -1,11 +1,20 @@
 """Every hyp leaf is a flag; unknown flags and wrong types are errors, not silent no-ops."""
 import pytest
 
-from airbench.errors import UserError
-from airbench.flags import parse_flags
+import cifar_loader  # noqa: F401 (each package declares its flags on import, as in a rung)
+import stats  # noqa: F401
+import ternary  # noqa: F401
+from common.errors import UserError
+from common.flags import HYP_RANGES, Range, build_parser, parse_flags
 
 HYP = {'opt': {'lr': 10.0, 'epochs': 9.9, 'batch_size': 1024}, 'aug': {'flip': 'random', 'cutout': 0},
        'net': {'compile': True}}
+
+
+@pytest.fixture(autouse=True)
+def compile_leaf(monkeypatch):
+    """HYP's boolean leaf, declared as a package would declare it."""
+    monkeypatch.setitem(HYP_RANGES, 'compile', Range(lambda v: isinstance(v, bool), 'true or false'))
 
 
 def test_overrides_reach_the_resolved_copy_only():
@@ -77,12 +86,35 @@ def test_values_at_the_edge_of_their_range_pass():
     assert hyp['opt']['epochs'] == 0.01 and args.subset == 1024 and hyp['aug']['cutout'] == 32
 
 
+def test_a_hyp_leaf_without_a_declared_range_is_refused(monkeypatch):
+    monkeypatch.delitem(HYP_RANGES, 'compile')
+    with pytest.raises(ValueError, match="hyp leaf 'compile' has no range"):
+        build_parser(HYP)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--runs', '0'], '--runs must be a whole number >= 1, got 0'),
+    (['--variant', 'a b'], '--variant must be a file-name-safe word'),
+    (['--shard', '3/2'], '--shard must be K/N with 1 <= K <= N'),
+    (['--gpus', 'first'], "--gpus must be 'all' or a list of GPU indices"),
+    (['--teacher', 't.pt', '--kd-alpha', '1.5'], r'--kd-alpha must be in \[0, 1\], got 1.5'),
+    (['--teacher', 't.pt', '--kd-temperature', '0'], '--kd-temperature must be positive, got 0.0'),
+    (['--ternary', '--ternary-acts', '9'], 'activation bits must be 0 .off. or 2..8, got 9'),
+])
+def test_each_packages_run_flags_are_checked_when_parsed(argv, message):
+    """Before any data is read or model built: the packages' own checks (stats/, ternary/ flags.py)."""
+    with pytest.raises(UserError, match=message) as info:
+        parse_flags(HYP, argv)
+    assert '\n' not in str(info.value)
+
+
 def test_every_shared_hyp_leaf_of_the_rungs_has_a_range():
-    """A new leaf in a rung's hyp should get its range here too (or be added on purpose to the exceptions)."""
+    """Every leaf of every script's hyp has a range declared by the package whose code reads it (build_parser
+    refuses one without)."""
     import importlib
-    from airbench.flags import HYP_RANGES, flag_leaves
-    rungs = ['main0_network', 'main1_whiten', 'main2_dirac', 'main3_scalebias', 'main4_freeze', 'main5_lookahead',
-             'main6_tta', 'main7_mirror', 'main8_compile', 'train_resnet18', 'ternary94']
+    from common.flags import HYP_RANGES, flag_leaves
+    from reports.ladder import SCRIPTS
+    rungs = [script.removesuffix('.py') for script in SCRIPTS]
     leaves = {path[-1] for name in rungs for path, _ in flag_leaves(importlib.import_module(name).hyp)}
     assert leaves - set(HYP_RANGES) == set()
 

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import ROOT
+from reports import ladder
 
-LADDER = ['main0_network.py', 'main1_whiten.py', 'main2_dirac.py', 'main3_scalebias.py', 'main4_freeze.py',
-          'main5_lookahead.py', 'main6_tta.py', 'main7_mirror.py', 'main8_compile.py']
+LADDER = [rung.script for rung in ladder.LADDER]
 TINY_TEST = 300  # --subset: test images too; not a power of 2, where float32 would be exact
 TINY_NET = ['--block1', '8', '--block2', '16', '--block3', '16']
 # main8 at its own compile mode (max-autotune), with the whitening bias frozen inside the run: the warm-up run
@@ -92,12 +92,12 @@ def test_bad_input_is_one_line(flags, message, synthetic_cache, tmp_path):
 
 
 def test_ladder_diffs_are_one_feature_each():
-    from stats.ladder import ladder_problems
+    from reports.ladder import ladder_problems
     assert ladder_problems(ROOT) == []
 
 
 def test_readme_table_matches_the_results_log():
-    from stats.table import update_readme
+    from reports.table import update_readme
     assert update_readme(ROOT / 'results', ROOT / 'README.md', check=True) is False
 
 

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from airbench.errors import UserError
+from common.errors import UserError
 from conftest import ROOT
+from reports.__main__ import main as reports_main
 from stats import Trial
-from stats.__main__ import main as stats_main
 from stats.log import append_row, log_path, merge_shards, read_rows, seeds_in
 from stats.trial import parse_gpus, strip_gpus_flag
 
@@ -61,6 +61,8 @@ def test_rows_hold_result_provenance_and_config(script, tmp_path):
     assert row['args']['subset'] == 256 and 'data_dir' not in row['args'] and 'runs' not in row['args']
     assert row['device'] == 'cpu' and row['git_commit'] == 'unknown' and len(row['script_sha256']) == 64
     assert set(row['versions']) == {'python', 'torch', 'cuda', 'cudnn', 'triton'} and row['date'].endswith('+00:00')
+    assert list(row) == ['script', 'variant', *fake_result(0, 0), 'date', 'device', 'git_commit', 'script_sha256',
+                         'versions', 'gpu_info', 'hyp', 'args']  # provenance.provenance()'s fields, date per row
 
 
 def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
@@ -214,7 +216,7 @@ def test_a_damaged_line_anywhere_is_reported_skipped_and_kept(script, tmp_path, 
     path.write_bytes(damaged)
     line = 2 if where == 'middle' else 3
     assert logged_seeds(path) == [0, 1] and seeds_in(damaged, path) == {0, 1}
-    assert stats_main(['summary', str(path)]) == 0
+    assert reports_main(['summary', str(path)]) == 0
     assert 'n=2' in capsys.readouterr().out
     trial = run_trial(script, make_args(tmp_path, runs=2))
     assert trial.pending() == [(2, 2), (3, 3)]
@@ -265,7 +267,7 @@ def test_an_accuracy_outside_zero_to_one_is_a_one_line_error(script, tmp_path, c
     path.write_text(content)
     with pytest.raises(UserError, match=rf'{path} line 2: {key} is {json.dumps(value)}, not a fraction in \[0, 1\]'):
         read_rows(path)
-    assert stats_main(['summary', str(path)]) == 1
+    assert reports_main(['summary', str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f'error: {path} line 2: {key}') and err.count('\n') == 1
     with pytest.raises(UserError, match='not a fraction'):
@@ -324,10 +326,11 @@ def test_concurrent_appends_never_interleave(tmp_path):
 CHILD = '''"""main0_network.py: a stand-in rung whose two "GPUs" are faked, so --gpus runs on the CPU."""
 import os, sys
 sys.path.insert(0, {root!r})
-import stats.provenance, stats.trial
-from airbench.flags import parse_flags
+import cifar_loader, ternary  # as a rung does: their flags and the ranges of the hyp leaves they read
+import common.provenance, stats.trial
+from common.flags import parse_flags
 stats.trial.cuda_gpu_names = lambda device: ['Fake GPU', 'Fake GPU']
-stats.provenance.device_name = lambda device: 'Fake GPU'
+common.provenance.device_name = lambda device: 'Fake GPU'
 hyp, args = parse_flags({hyp!r}, sys.argv[1:])
 trial = stats.Trial(__file__, hyp, args)
 if trial.delegate_to_gpus():
@@ -354,7 +357,7 @@ def test_gpus_runs_one_child_per_gpu_into_one_log(tmp_path):
 
 @pytest.mark.skipif(shutil.which('git') is None, reason='needs git')
 def test_git_commit_marks_a_dirty_tree_but_not_the_results_logs(tmp_path):
-    from stats.provenance import git_commit
+    from common.provenance import git_commit
 
     def git(*argv):
         return subprocess.run(['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c', 'user.email=t@t', *argv],

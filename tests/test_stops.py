@@ -78,7 +78,7 @@ def test_a_stop_signal_keeps_the_finished_runs_and_says_so(signum, synthetic_cac
 SWALLOWS_THE_STOP = """
 import atexit, sys, time
 sys.path.insert(0, {root!r})
-from airbench import errors
+from common import errors
 errors.STOP_GRACE_SECONDS = 1.0
 errors.install_excepthook()
 atexit.register(time.sleep, 3600)  # a cleanup that never ends, like a run stuck in one C call
@@ -103,7 +103,7 @@ def test_a_process_that_ignores_the_stop_is_ended_by_the_watchdog():
 
 def test_a_stop_inside_defer_stops_takes_effect_at_its_end(monkeypatch, capsys):
     # what Trial.record does around writing a finished run's row: the row is written, then the stop happens
-    from airbench import errors
+    from common import errors
     monkeypatch.setattr(errors, 'stop_note', lambda: '1 finished run of this session is in LOG')
     written = []
     with pytest.raises(SystemExit) as info:
@@ -120,7 +120,7 @@ IGNORES_SIGINT = """
 import signal, sys
 sys.path.insert(0, {root!r})
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a non-interactive shell starts
-from airbench import errors
+from common import errors
 errors.install_excepthook()
 print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is errors._on_signal)
 """

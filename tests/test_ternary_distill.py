@@ -1,4 +1,4 @@
-"""ternary/distill.py: the distillation loss, saving models, loading teachers, and from_flags."""
+"""ternary/distill.py: the distillation loss, saving models, loading teachers, and distill_from_flags."""
 import argparse
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from airbench.errors import UserError
-from ternary import convert, from_flags, kd_loss, load_teacher, save_model
-from ternary.layers import TernaryLayer
+from common.errors import UserError
+from ternary import convert, distill_from_flags, load_teacher, save_model
+from ternary.distill import soft_target_loss
 
 SCRIPT = __file__  # load_teacher's default: the file that defines make_net
 
@@ -23,36 +23,25 @@ def make_wide_net(device='cpu'):
 
 
 def flags(**overrides):
-    args = dict(device='cpu', ternary=False, ternary_acts=0, ternary_per_channel=False, ternary_keep_first=True,
-                ternary_keep_last=False, teacher=None, kd_alpha=0.5, kd_temperature=4.0)
+    args = dict(device='cpu', teacher=None, kd_alpha=0.5, kd_temperature=4.0)
     return argparse.Namespace(**{**args, **overrides})
 
 
-def logits_and_labels(n=6):
-    return torch.randn(n, 10), torch.randn(n, 10), torch.randint(0, 10, (n,))
+def smoothed_cross_entropy(outputs, labels, inputs):
+    """A rung's own per-example loss."""
+    return F.cross_entropy(outputs, labels, label_smoothing=0.1, reduction='none')
 
 
-def test_kd_loss_at_alpha_zero_is_label_smoothed_cross_entropy():
-    student, teacher, labels = logits_and_labels()
-    expected = F.cross_entropy(student, labels, label_smoothing=0.2, reduction='none')
-    torch.testing.assert_close(kd_loss(student, teacher, labels, 0.0, 4.0, 0.2), expected)
+def direct_kl(student_logits, teacher_logits, T):
+    """KL(softmax(teacher / T) ‖ softmax(student / T)) per example, from the definition."""
+    p_t, p_s = F.softmax(teacher_logits / T, dim=1), F.softmax(student_logits / T, dim=1)
+    return (p_t * (p_t.log() - p_s.log())).sum(dim=1)
 
 
-def test_kd_loss_matches_direct_formula():
-    student, teacher, labels = logits_and_labels()
-    alpha, T, smoothing = 0.3, 2.5, 0.1
-    log_q = F.log_softmax(student, dim=1)
-    target = F.one_hot(labels, 10) * (1 - smoothing) + smoothing / 10
-    hard = -(target * log_q).sum(dim=1)
-    p_t, p_s = F.softmax(teacher / T, dim=1), F.softmax(student / T, dim=1)
-    soft = (p_t * (p_t.log() - p_s.log())).sum(dim=1)
-    expected = (1 - alpha) * hard + alpha * T * T * soft
-    torch.testing.assert_close(kd_loss(student, teacher, labels, alpha, T, smoothing), expected)
-
-
-def test_kd_loss_soft_term_vanishes_when_student_equals_teacher():
-    student, _, labels = logits_and_labels()
-    torch.testing.assert_close(kd_loss(student, student, labels, 1.0, 3.0, 0.0), torch.zeros(6), atol=1e-6, rtol=0)
+def test_soft_target_loss_is_the_kl_divergence_and_vanishes_for_equal_logits():
+    student, teacher = torch.randn(6, 10), torch.randn(6, 10)
+    torch.testing.assert_close(soft_target_loss(student, teacher, 2.5), direct_kl(student, teacher, 2.5))
+    torch.testing.assert_close(soft_target_loss(student, student, 3.0), torch.zeros(6), atol=1e-6, rtol=0)
 
 
 def test_save_model_format_and_compiled_prefix(tmp_path):
@@ -136,37 +125,26 @@ def test_a_ternary_model_is_no_teacher(tmp_path):
     load_teacher(edited_checkpoint(tmp_path / 'old.pt', 'ternary', REMOVED), make_net, 'cpu')  # before the field
 
 
-def test_from_flags_without_teacher_is_plain_cross_entropy():
-    model, loss_fn = from_flags(make_net, flags(), label_smoothing=0.2)
-    assert not any(isinstance(m, TernaryLayer) for m in model.modules())
-    inputs, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
-    outputs = model(inputs)
-    expected = F.cross_entropy(outputs, labels, label_smoothing=0.2, reduction='none')
-    assert torch.equal(loss_fn(outputs, labels, inputs), expected)
+def test_distill_from_flags_without_teacher_returns_the_loss_itself():
+    assert distill_from_flags(smoothed_cross_entropy, make_net, flags()) is smoothed_cross_entropy
 
 
-def test_from_flags_with_teacher_distils_into_a_ternary_student(tmp_path, capsys):
+def test_distill_from_flags_with_teacher_matches_the_direct_formula(tmp_path):
     teacher = make_net()
     save_model(teacher, tmp_path / 't.pt', SCRIPT)
-    args = flags(ternary=True, ternary_keep_first=False, teacher=str(tmp_path / 't.pt'), kd_alpha=0.7)
-    model, loss_fn = from_flags(make_net, args, label_smoothing=0.1)
-    assert isinstance(model[0], TernaryLayer) and isinstance(model[5], TernaryLayer)
-    assert 'ternary' in capsys.readouterr().out
+    alpha, T = 0.7, 2.5
+    args = flags(teacher=str(tmp_path / 't.pt'), kd_alpha=alpha, kd_temperature=T)
+    loss_fn = distill_from_flags(smoothed_cross_entropy, make_net, args)
+    student = convert(make_net(), keep=('0',))
     inputs, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
-    outputs = model(inputs)
+    outputs = student(inputs)
     loss = loss_fn(outputs, labels, inputs)
     teacher.eval()
-    assert torch.equal(loss, kd_loss(outputs, teacher(inputs), labels, 0.7, 4.0, 0.1))
+    expected = ((1 - alpha) * smoothed_cross_entropy(outputs, labels, inputs)
+                + alpha * T ** 2 * direct_kl(outputs, teacher(inputs), T))
+    torch.testing.assert_close(loss, expected)
     loss.sum().backward()
-    assert model[0].weight.grad is not None
-
-
-def test_from_flags_rejects_bad_kd_settings(tmp_path):
-    save_model(make_net(), tmp_path / 't.pt', SCRIPT)
-    with pytest.raises(UserError, match='kd-alpha'):
-        from_flags(make_net, flags(teacher=str(tmp_path / 't.pt'), kd_alpha=1.5), 0.0)
-    with pytest.raises(UserError, match='kd-temperature'):
-        from_flags(make_net, flags(teacher=str(tmp_path / 't.pt'), kd_temperature=0.0), 0.0)
+    assert student[5].weight.grad is not None
 
 
 def test_an_fp32_teacher_takes_fp16_batches(tmp_path):
@@ -174,9 +152,20 @@ def test_an_fp32_teacher_takes_fp16_batches(tmp_path):
     a dtype mismatch. On the CPU the batch is cast to the teacher's dtype."""
     teacher = make_net()
     save_model(teacher, tmp_path / 't.pt', SCRIPT)
-    _, loss_fn = from_flags(make_net, flags(teacher=str(tmp_path / 't.pt')), label_smoothing=0.0)
+    loss_fn = distill_from_flags(smoothed_cross_entropy, make_net, flags(teacher=str(tmp_path / 't.pt')))
     inputs, labels = torch.randn(4, 3, 8, 8).half(), torch.randint(0, 10, (4,))
     outputs = torch.randn(4, 10)
     teacher.eval()
-    expected = kd_loss(outputs, teacher(inputs.float()), labels, 0.5, 4.0, 0.0)
-    assert torch.equal(loss_fn(outputs, labels, inputs), expected)
+    soft = direct_kl(outputs, teacher(inputs.float()), 4.0)  # the defaults: α = 0.5, T = 4
+    expected = 0.5 * smoothed_cross_entropy(outputs, labels, inputs) + 0.5 * 4.0 ** 2 * soft
+    torch.testing.assert_close(loss_fn(outputs, labels, inputs), expected)
+
+
+def test_distill_from_flags_refuses_missing_and_foreign_teachers_in_one_line(tmp_path):
+    save_model(make_net(), tmp_path / 'other_script.pt', 'main3_other.py')
+    (tmp_path / 'garbage.pt').write_bytes(b'not a checkpoint at all' * 10)
+    for name, message in [('missing.pt', 'no such file'), ('other_script.pt', 'main3_other.py'),
+                          ('garbage.pt', 'not a model saved')]:
+        with pytest.raises(UserError, match=message) as error:
+            distill_from_flags(smoothed_cross_entropy, make_net, flags(teacher=str(tmp_path / name)))
+        assert '\n' not in str(error.value)

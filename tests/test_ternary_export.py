@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from airbench.errors import UserError
+from common.errors import UserError
 from ternary import convert, export_packed, load_packed, model_size_bytes, pack_codes, unpack_codes
 from ternary.layers import TernaryLayer
 

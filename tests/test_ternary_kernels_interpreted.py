@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ternary import quant
-from ternary.export import pack_codes
+from ternary.pack import pack_codes
 from ternary.layers import TernaryConv2d, TernaryLinear
 from test_ternary import weights_at_half_scale
 
@@ -32,10 +32,10 @@ def poisoned_outputs(w, per_channel):
             torch.full_like(w, float('nan')))
 
 
-def check_weight_quant(kernels, w, per_channel, block=None, eps=1e-5, seed=None):
+def check_ternary_codes_kernel(kernels, w, per_channel, block=None, eps=1e-5, seed=None):
     out = poisoned_outputs(w, per_channel)
-    codes, scale, w_q = kernels.weight_quant(w, per_channel, eps=eps, out=out, block=block)
-    ref_codes, ref_scale = quant.weight_quant(w, per_channel, eps=eps)
+    codes, scale, w_q = kernels.ternary_codes_and_weight(w, per_channel, eps=eps, out=out, block=block)
+    ref_codes, ref_scale = quant.ternary_codes(w, per_channel, eps=eps)
     assert all(a is b for a, b in zip((codes, scale, w_q), out))
     assert torch.equal(codes, ref_codes), f'codes differ (seed {seed})'
     torch.testing.assert_close(scale, ref_scale, rtol=2 ** -23, atol=0, msg=f'scale differs (seed {seed})')
@@ -46,33 +46,33 @@ def check_weight_quant(kernels, w, per_channel, block=None, eps=1e-5, seed=None)
 @pytest.mark.parametrize('per_channel', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('block', [None, 128])  # 128: several blocks per row, a partial last block
-def test_weight_quant_kernel_matches_reference(kernels, shape, per_channel, dtype, block):
+def test_ternary_codes_kernel_matches_reference(kernels, shape, per_channel, dtype, block):
     seed = torch.seed()
     w = (torch.randn(shape) * torch.rand(shape[0], *[1] * (len(shape) - 1))).to(dtype)
-    check_weight_quant(kernels, w, per_channel, block, seed=seed)
+    check_ternary_codes_kernel(kernels, w, per_channel, block, seed=seed)
 
 
-def test_weight_quant_kernel_rounds_ties_like_torch(kernels):
+def test_ternary_codes_kernel_rounds_ties_like_torch(kernels):
     w = torch.tensor([[4.0, 1.0], [-1.0, 2.0]])  # w / s = [2, 0.5, -0.5, 1]: the ±0.5 ties round to 0
-    codes, scale, _ = kernels.weight_quant(w, eps=0.0)
+    codes, scale, _ = kernels.ternary_codes_and_weight(w, eps=0.0)
     assert codes.tolist() == [[1, 0], [0, 1]] and scale.item() == 2.0
-    check_weight_quant(kernels, w, False, eps=0.0)
+    check_ternary_codes_kernel(kernels, w, False, eps=0.0)
 
 
 @pytest.mark.parametrize('per_channel', [False, True])
-def test_weight_quant_kernel_codes_at_and_one_ulp_around_half_the_scale(kernels, per_channel):
+def test_ternary_codes_kernel_codes_at_and_one_ulp_around_half_the_scale(kernels, per_channel):
     """s/2 gives code 0 and one ulp more gives ±1, as in the reference."""
     w, expected = weights_at_half_scale(per_channel)
-    assert torch.equal(kernels.weight_quant(w, per_channel)[0][:, :6], expected)
-    check_weight_quant(kernels, w, per_channel)
+    assert torch.equal(kernels.ternary_codes_and_weight(w, per_channel)[0][:, :6], expected)
+    check_ternary_codes_kernel(kernels, w, per_channel)
 
 
-def test_weight_quant_kernel_on_channels_last_weights(kernels):
+def test_ternary_codes_kernel_on_channels_last_weights(kernels):
     seed = torch.seed()
     w = torch.randn(6, 5, 3, 3).to(memory_format=torch.channels_last)
     for per_channel in (False, True):
-        check_weight_quant(kernels, w, per_channel, block=128, seed=seed)
-        assert kernels.weight_quant(w, per_channel)[2].is_contiguous(memory_format=torch.channels_last)
+        check_ternary_codes_kernel(kernels, w, per_channel, block=128, seed=seed)
+        assert kernels.ternary_codes_and_weight(w, per_channel)[2].is_contiguous(memory_format=torch.channels_last)
 
 
 def random_packed_problem(m, n, k, per_channel=True):
@@ -119,12 +119,12 @@ def test_packed_matmul_kernel_offsets_past_2_to_the_31(kernels):
 
 def test_packed_matmul_reference_is_the_exact_integer_product(kernels):
     x_q, x_scale, packed, w_scale = random_packed_problem(9, 5, 21)
-    codes = torch.stack([torch.tensor(row) for row in quant_codes_from(packed, 21)])
+    codes = torch.stack([torch.tensor(row) for row in unpack_by_hand(packed, 21)])
     exact = (x_q.long() @ codes.long().T).float() * x_scale[:, None] * w_scale[None, :]
     assert torch.equal(kernels.packed_matmul_reference(x_q, x_scale, packed, w_scale), exact)
 
 
-def quant_codes_from(packed, k):
+def unpack_by_hand(packed, k):
     """Unpacks by hand, byte by byte, following the documented layout (independent of unpack_codes)."""
     decode = {0: 0, 1: 1, 3: -1}
     return [[decode[(byte >> (2 * j)) & 3] for byte in row for j in range(4)][:k] for row in packed.tolist()]
@@ -134,14 +134,14 @@ def test_packed_linear_and_conv_match_the_float_layers(kernels):
     seed = torch.seed()
     linear = TernaryLinear(30, 7, act_bits=8).eval()
     x = torch.randn(2, 5, 30)
-    codes, scale = quant.weight_quant(linear.weight)
+    codes, scale = quant.ternary_codes(linear.weight)
     y = kernels.packed_linear(x, pack_codes(codes), scale.view(-1), linear.bias)
     assert torch.equal(y, kernels.packed_linear(x, pack_codes(codes), scale.view(-1), linear.bias,
                                                 matmul=kernels.packed_matmul_reference)), f'seed {seed}'
     torch.testing.assert_close(y, linear(x), rtol=1e-4, atol=1e-5)
     conv = TernaryConv2d(3, 5, 3, stride=2, padding=1, per_channel=True, act_bits=8).eval()
     images = torch.randn(2, 3, 9, 7)
-    codes, scale = quant.weight_quant(conv.weight, per_channel=True)
+    codes, scale = quant.ternary_codes(conv.weight, per_channel=True)
     args = (images, pack_codes(codes), scale.view(-1), 3, conv.bias, 2, 1)
     y = kernels.packed_conv2d(*args)
     assert torch.equal(y, kernels.packed_conv2d(*args, matmul=kernels.packed_matmul_reference)), f'seed {seed}'

@@ -61,13 +61,13 @@ quick)
     job python -m ternary.bench
     runs ternary94.py 3
     if [ -f "$REF/airbench94_compiled.py" ]; then
-        job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 5 --data-dir "$DATA"
+        job python -m reports sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 5 --data-dir "$DATA"
     else echo "== skipped side by side: no $REF/airbench94_compiled.py (see the top of this file)"; fi
     runs main8_compile.py 50; runs main7_mirror.py 25 ;;
 smoke)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
     job python -m pytest -q tests/test_ternary_kernels.py tests/test_ternary.py
-    job python -m airbench.bench_loader --data-dir "$DATA"
+    job python -m cifar_loader.bench --data-dir "$DATA"
     job python -m ternary.bench
     for script in $LADDER train_resnet18.py ternary94.py; do runs "$script" 1; done ;;
 final)     runs main8_compile.py 50; runs main7_mirror.py 50 ;;
@@ -75,16 +75,16 @@ ladder-a)  for script in main0_network.py main1_whiten.py main2_dirac.py main3_s
 ladder-b)  for script in main4_freeze.py main5_lookahead.py main6_tta.py; do runs "$script" 25; done ;;
 resnet)    runs train_resnet18.py 5 ;;
 sidebyside)
-    job python -m stats sidebyside main7_mirror.py "$REF/airbench94.py" --pairs 10 --data-dir "$DATA" ;;
+    job python -m reports sidebyside main7_mirror.py "$REF/airbench94.py" --pairs 10 --data-dir "$DATA" ;;
 sidebyside-compiled)  # 2 pairs first: if max-autotune compiling eats the budget, the rerun finds Inductor's cache warm
-    job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 2 --data-dir "$DATA"
-    job python -m stats sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 8 --data-dir "$DATA" ;;
+    job python -m reports sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 2 --data-dir "$DATA"
+    job python -m reports sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 8 --data-dir "$DATA" ;;
 compile-modes)  # main8's own mode (max-autotune, in the full log) against default and no CUDA graphs
     runs main8_compile.py 10
     runs main8_compile.py 10 --variant mode-default --compile-mode default
     runs main8_compile.py 10 --variant mode-no-cudagraphs --compile-mode max-autotune-no-cudagraphs
     for mode in default no-cudagraphs; do
-        job python -m stats compare results/main8_compile/full__*.jsonl results/main8_compile/mode-${mode}__*.jsonl
+        job python -m reports compare results/main8_compile/full__*.jsonl results/main8_compile/mode-${mode}__*.jsonl
     done ;;
 ternary)   for script in $LADDER; do runs "$script" 10 --ternary; done ;;
 ternary-kd)

@@ -4,16 +4,16 @@ On CUDA batches are fp16 in channels_last memory order; on the CPU they are fp32
 also runs here. No worker processes and no per-batch CPU work. As in airbench94's loader, the first epoch
 after reseed() normalizes and reflect-pads the whole set once, inside the run's timer, and the run keeps it;
 unlike it, each batch is then one gather from that set that crops, flips and shuffles together
-(airbench/augment.py), so an epoch reads and writes each image once instead of once per step.
+(cifar_loader/augment.py), so an epoch reads and writes each image once instead of once per step.
 """
 import copy
 
 import torch
 
-from airbench.augment import (FLIPS, alternating_flip_mask, batch_crop, batch_cutout_, crop_windows,
-                              pad_and_mirror, random_flip_mask, random_offsets, random_squares, window_columns)
-from airbench.data import load_cifar10
-from airbench.errors import UserError
+from cifar_loader.augment import (FLIPS, alternating_flip_mask, batch_crop, batch_cutout_, crop_windows,
+                                  pad_and_mirror, random_flip_mask, random_offsets, random_squares, window_columns)
+from cifar_loader.data import load_cifar10
+from common.errors import UserError
 
 # Channel statistics of the 50,000 training images (pixel / 255), as published with the dataset.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -21,8 +21,10 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 class CifarLoader:
-    def __init__(self, images, labels, batch_size, device, train=False, flip='none', translate=0, cutout=0,
-                 shuffle=None, drop_last=None, seed=0):
+    """train=True shuffles each epoch and drops the last partial batch (a test loader does neither); flip,
+    translate and cutout augment training batches (cifar_loader/augment.py). reseed(seed) starts a run."""
+
+    def __init__(self, images, labels, batch_size, device, train=False, flip='none', translate=0, cutout=0):
         if flip not in FLIPS:
             raise UserError(f"flip must be one of {', '.join(FLIPS)}, got '{flip}'")
         self.device = torch.device(device)
@@ -32,8 +34,7 @@ class CifarLoader:
         self.labels = labels.to(self.device)
         self.batch_size = batch_size
         self.flip, self.translate, self.cutout = flip, translate, cutout
-        self.shuffle = train if shuffle is None else shuffle
-        self.drop_last = train if drop_last is None else drop_last
+        self.train = train
         self.max_value = torch.tensor(255.0, device=self.device)
         self.mean = torch.tensor(CIFAR_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR_STD, device=self.device).view(1, 3, 1, 1)
@@ -41,7 +42,7 @@ class CifarLoader:
         # images alone, so twins hold one copy between them, never one each; either's reseed drops it for
         # both, which costs the other at most a recompute of the same values.
         self.kept = {}
-        self.reseed(seed)
+        self.reseed(0)
 
     def with_labels(self, labels):
         """A loader over the same images (shared on the device, not copied) with other labels, e.g. the random
@@ -72,7 +73,7 @@ class CifarLoader:
 
     def __len__(self):
         n, bs = len(self.images), self.batch_size
-        return n // bs if self.drop_last else (n + bs - 1) // bs
+        return n // bs if self.train else (n + bs - 1) // bs
 
     def kept_windows(self):
         """Every crop window of the run's normalized, padded (and, to flip, mirrored) set; made on first use.
@@ -98,7 +99,7 @@ class CifarLoader:
         """One epoch's random choices in batch order: dataset index, crop row and column, cutout square.
         Offsets and squares are drawn per batch position; being i.i.d., they need no reordering."""
         n, (h, w) = len(self.images), self.images.shape[2:]
-        order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
+        order = (torch.randperm(n, device=self.device, generator=self.generator) if self.train
                  else torch.arange(n, device=self.device))
         flip = self.flip_mask(order)
         dy, dx = (random_offsets(n, self.translate, self.generator) if self.translate

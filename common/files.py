@@ -1,7 +1,7 @@
 """Writing a file so that a failure never leaves it half-written or clobbers the old one.
 
 atomic_write writes into a temporary file beside the target, `.NAME.partial-HOST-PID-RANDOM`, and renames it
-over the target when done; on an error, or SIGTERM (airbench/errors.py), it removes it. Only a process killed
+over the target when done; on an error, or SIGTERM (common/errors.py), it removes it. Only a process killed
 outright (SIGKILL, the out-of-memory killer, a power cut) leaves it behind, up to 185 MB for the data cache.
 The next write of that target (and every load of the data cache) removes such leftovers: a temporary file of
 this host whose process no longer runs, and any not written to for STALE_SECONDS, which covers a writer on

@@ -1,8 +1,9 @@
 """Where a run came from: the device, the software versions, the script's hash and the git commit.
 
 Every row of a results log carries these (STYLE.md item 10), so a number can be traced to the code and the
-machine that produced it. torch is imported inside the functions that need it, so `python -m stats`
-(tables, merges) starts without loading it.
+machine that produced it; provenance() gathers them for a trial's runs (stats/trial.py), a side-by-side's pairs
+(reports/sidebyside.py) and a benchmark's rows (stats/bench.py). torch is imported inside the functions that
+need it, so importing this module does not load it.
 """
 import datetime
 import hashlib
@@ -99,3 +100,19 @@ def git_commit(folder, ignore=None):
             pathspec = ['--', f':(top,exclude){ignored.relative_to(Path(top).resolve()).as_posix()}']
     status = run_git(folder, 'status', '--porcelain', *pathspec)
     return commit + ('+dirty' if status else '')
+
+
+def provenance(script, device, out, name=None):
+    """The fields of a results row that say where it came from: date, device, git_commit, script_sha256,
+    versions, gpu_info, in that order. A trial or a side-by-side takes them once at its start, so the hash is
+    of the code this process loaded, and gives each row its own date.
+
+    script: the file whose sha256 is logged and whose repository gives the commit; None for a benchmark row,
+    which has no script_sha256 and takes this repository's commit. device: 'cpu' or 'cuda[:i]'. out: the
+    results folder, left out of the dirty check. name: the device's name where the caller knows it better than
+    device_name(device) (a --gpus parent logs the GPUs of its children)."""
+    folder = Path(script).parent if script is not None else Path(__file__).parent
+    fields = {'date': utc_now(), 'device': name or device_name(device), 'git_commit': git_commit(folder, out)}
+    if script is not None:
+        fields['script_sha256'] = file_sha256(script)
+    return {**fields, 'versions': versions(), 'gpu_info': gpu_info(device)}

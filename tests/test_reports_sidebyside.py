@@ -1,4 +1,4 @@
-"""The side-by-side harness (stats/sidebyside.py) on the CPU, against a stand-in for the reference script with
+"""The side-by-side harness (reports/sidebyside.py) on the CPU, against a stand-in for the reference script with
 the same interface (main, make_net, print_training_details; data read from cifar10/*.pt in its folder)."""
 import subprocess
 import sys
@@ -7,11 +7,11 @@ import textwrap
 import pytest
 import torch
 
-from airbench.errors import UserError
+from common.errors import UserError
 from conftest import ROOT
+from reports.sidebyside import run_pairs, summarize_pairs, write_reference_data
+from reports.table import make_block
 from stats.log import read_rows
-from stats.sidebyside import run_pairs, summarize_pairs, write_reference_data
-from stats.table import make_block
 
 TINY = ['--subset', '256', '--epochs', '1', '--batch-size', '64', '--block1', '8', '--block2', '16', '--block3', '16']
 
@@ -74,11 +74,13 @@ def test_pairs_alternate_and_log_both_sides(synthetic_cache, tmp_path):
         assert row['reference']['tta_val_acc'] == pytest.approx((test_labels == 0).float().mean().item())
         assert row['reference']['time_seconds'] == 2.0 and row['time_ratio'] == row['time_seconds'] / 2.0
         assert row['hyp']['opt']['batch_size'] == 64 and row['script'] == 'main7_mirror.py'
+    # the flags reach the rung through its hyp argument; the module's own dict stays as written
+    assert sys.modules['sidebyside_ours'].hyp['opt']['batch_size'] == 1024
 
 
 def test_only_the_references_time_outlives_its_run(tmp_path):
     # all its locals (loaders, model, optimizer) would stay on the GPU through our next run and our peak memory
-    from stats.sidebyside import ReferenceScript
+    from reports.sidebyside import ReferenceScript
     split = (torch.zeros(4, 32, 32, 3, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
     write_reference_data({'train': split, 'test': split}, tmp_path)
     reference = ReferenceScript(write_stand_in(tmp_path / 'airbench94.py'), tmp_path)
@@ -144,14 +146,14 @@ def test_readme_block_shows_the_pairs(synthetic_cache, tmp_path):
     (['summary', 'x.jsonl', '--', '--lr', '3'], 'only sidebyside takes flags after --'),
 ])
 def test_cli_bad_input_is_one_line(argv, message):
-    proc = subprocess.run([sys.executable, '-m', 'stats', *argv], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, '-m', 'reports', *argv], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1
     assert message in proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
 def test_cli_without_cuda_says_so():
-    proc = subprocess.run([sys.executable, '-m', 'stats', 'sidebyside', 'main7_mirror.py', 'ref.py'], cwd=ROOT,
+    proc = subprocess.run([sys.executable, '-m', 'reports', 'sidebyside', 'main7_mirror.py', 'ref.py'], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr == 'error: the side-by-side needs a CUDA GPU (the reference ' \
                                                    'loads its data onto cuda:0)\n'

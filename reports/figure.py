@@ -3,9 +3,9 @@
 One panel per hardware (timings are compared within one device only). matplotlib is optional: without it the
 command says how to install it and does nothing else.
 """
-from stats.ladder import LADDER, find_rung
+from reports.ladder import LADDER, find_rung
+from reports.table import collect, script_order
 from stats.summary import TARGET, describe
-from stats.table import collect, script_order
 
 MISSING = 'matplotlib is not installed: pip install matplotlib'
 

@@ -1,8 +1,8 @@
 """ladder_problems on a small fixture ladder: clean, then each kind of problem on its own."""
 import pytest
 
-from stats.__main__ import main as stats_main
-from stats.ladder import LADDER, ladder_problems
+from reports.__main__ import main as reports_main
+from reports.ladder import LADDER, ladder_problems
 
 
 def rung_text(index):
@@ -29,7 +29,7 @@ def edit_last(ladder, old, new):
 
 def test_a_clean_ladder_has_no_problems(ladder, capsys):
     assert ladder_problems(ladder) == []
-    assert stats_main(['ladder', '--root', str(ladder)]) == 0
+    assert reports_main(['ladder', '--root', str(ladder)]) == 0
     # header and run lines changed (+2 -2), one helper added (+5: two blank lines, the tag, def, return)
     assert 'main8_compile.py     [compile]    +7   -2   torch.compile of the model' in capsys.readouterr().out
 
@@ -71,7 +71,7 @@ def test_identical_and_missing_rungs_are_reported(ladder):
     assert problems[0] == f'main5_lookahead.py: missing from {ladder}'
     assert 'main8_compile.py: identical to main7_mirror.py; a step adds one feature' in problems
     assert not any(problem.startswith('main6_tta.py') for problem in problems)  # its parent is missing
-    assert stats_main(['ladder', '--root', str(ladder)]) == 1
+    assert reports_main(['ladder', '--root', str(ladder)]) == 1
 
 
 def test_standalone_scripts_are_optional_but_their_headers_are_checked(ladder):

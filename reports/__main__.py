@@ -1,16 +1,16 @@
-"""python -m stats COMMAND: summaries, comparisons and merges of results logs, the README table, the figure,
-and the ladder's diff report. `python -m stats COMMAND --help` for each command's flags."""
+"""python -m reports COMMAND: summaries, comparisons and merges of results logs, the README table, the figure,
+the ladder's diff report and the side-by-side. `python -m reports COMMAND --help` for each command's flags."""
 import sys
 from pathlib import Path
 
-from airbench.errors import UsageError, UserError
-from airbench.flags import Parser
-from stats.figure import plot_ladder
-from stats.ladder import ladder_problems, ladder_steps
+from common.errors import UsageError, UserError
+from common.flags import Parser
+from reports.figure import plot_ladder
+from reports.ladder import ladder_problems, ladder_steps
+from reports.sidebyside import format_pairs, run_pairs, summarize_pairs
+from reports.table import update_readme
 from stats.log import config_of, merge_shards, read_rows
-from stats.sidebyside import format_pairs, run_pairs, summarize_pairs
 from stats.summary import compare, describe, format_comparison, format_summary, verdict
-from stats.table import update_readme
 
 
 def read_log(path):
@@ -52,7 +52,7 @@ def merge_command(opts):
 def table_command(opts):
     stale = update_readme(opts.results, opts.readme, opts.check, opts.include_cpu)
     if opts.check:
-        print(f'{opts.readme}: table is ' + ('stale: run python -m stats table' if stale else 'up to date'))
+        print(f'{opts.readme}: table is ' + ('stale: run python -m reports table' if stale else 'up to date'))
         return 1 if stale else 0
     print(f'{opts.readme}: table ' + ('updated' if stale else 'already up to date'))
 
@@ -83,7 +83,7 @@ def sidebyside_command(opts):
 
 
 def build_parser():
-    parser = Parser(prog='python -m stats', description=__doc__, allow_abbrev=False)
+    parser = Parser(prog='python -m reports', description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
     command = commands.add_parser('summary', help='n, mean, CI, test against 94%%, time of each log')
     command.add_argument('logs', nargs='+', metavar='LOG')

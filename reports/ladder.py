@@ -54,6 +54,8 @@ STANDALONE = [
     Rung('train_resnet18.py', None, None, 'ResNet-18 baseline tuned for time-to-94%'),
     Rung('ternary94.py', 'main8_compile.py', 'ternary94', 'ternary weights tuned to reach 94%'),
 ]
+# Every script in ladder order, then the standalone ones: the README table's row order and the tests' list.
+SCRIPTS = [rung.script for rung in LADDER + STANDALONE]
 
 
 def find_rung(script):

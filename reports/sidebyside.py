@@ -1,7 +1,7 @@
 """Side by side: one of our rungs against the published reference script, in one process, run A B A B.
 
-    python -m stats sidebyside main7_mirror.py path/to/cifar10-airbench/legacy/airbench94.py --pairs 10
-    python -m stats sidebyside main8_compile.py path/to/.../airbench94_compiled.py --pairs 10 -- --tta-level 2
+    python -m reports sidebyside main7_mirror.py path/to/cifar10-airbench/legacy/airbench94.py --pairs 10
+    python -m reports sidebyside main8_compile.py path/to/.../airbench94_compiled.py --pairs 10 -- --tta-level 2
 
 The reference is the public KellerJordan/cifar10-airbench repository (kept outside git, never committed). Its
 loader reads `cifar10/{train,test}.pt` from the working directory; we write those files from the CIFAR-10
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from airbench.errors import UserError
-from airbench.files import atomic_write
-from stats import provenance
+from common.errors import UserError
+from common.files import atomic_write
+from common import provenance
 from stats.log import append_row, check_rows, read_rows
 from stats.summary import compare, format_p, mean_std, values
 from stats.trial import config_args, next_seeds
@@ -81,24 +81,26 @@ def working_directory(folder):
 
 
 class OurRung:
-    """One of our rungs, set up as its own __main__ block does (prepare), with `argv` as its flags."""
+    """One of our rungs, set up as its own __main__ block does (prepare), with `argv` as its flags. The resolved
+    hyp is passed to prepare and main, as the rung's __main__ does; the module's own `hyp` is left as written."""
 
     def __init__(self, script, argv):
-        from airbench.flags import parse_flags
+        from common.flags import parse_flags
         self.script = Path(script)
         self.module = import_script(script, 'sidebyside_ours')
         if not all(hasattr(self.module, name) for name in ('hyp', 'prepare', 'main')):
             raise UserError(f'{script} is not one of our rungs (hyp, prepare, main): expected e.g. main7_mirror.py')
         defaults = getattr(self.module, 'RUN_DEFAULTS', None)  # ternary94.py's ternary=True
-        self.module.hyp, self.args = parse_flags(self.module.hyp, argv, defaults=defaults)
+        self.hyp, self.args = parse_flags(self.module.hyp, argv, defaults=defaults)
         self.model, self.loss_fn, self.train_loader, self.test_loader, self.warmup_loader = \
-            self.module.prepare(self.args)
+            self.module.prepare(self.hyp, self.args)
 
     def warm_up(self):
-        self.module.main('warmup', self.args.seed, self.model, self.loss_fn, self.warmup_loader, self.test_loader)
+        self.module.main(self.hyp, 'warmup', self.args.seed, self.model, self.loss_fn, self.warmup_loader,
+                         self.test_loader)
 
     def run(self, run, seed):
-        return self.module.main(run, seed, self.model, self.loss_fn, self.train_loader, self.test_loader)
+        return self.module.main(self.hyp, run, seed, self.model, self.loss_fn, self.train_loader, self.test_loader)
 
 
 class ReferenceScript:
@@ -139,14 +141,16 @@ class ReferenceScript:
 
 
 def pair_row(ours, reference, pair, seed, our_result, reference_result, session):
+    """session: provenance.provenance() of our rung, taken when the pairs start; the date and the GPU's clocks
+    are read again for each pair."""
     return {'script': ours.script.name, 'variant': 'sidebyside', 'pair': pair, 'seed': seed,
             'tta_val_acc': our_result['tta_val_acc'], 'time_seconds': our_result['time_seconds'],
             'val_acc': our_result['val_acc'], 'peak_memory_bytes': our_result['peak_memory_bytes'],
             'reference': {'script': reference.script.name, 'sha256': provenance.file_sha256(reference.script),
                           **reference_result},
             'time_ratio': our_result['time_seconds'] / reference_result['time_seconds'],
-            'date': provenance.utc_now(), **session, 'gpu_info': provenance.gpu_info(ours.args.device),
-            'hyp': ours.module.hyp, 'args': config_args(ours.args)}
+            **session, 'date': provenance.utc_now(), 'gpu_info': provenance.gpu_info(ours.args.device),
+            'hyp': ours.hyp, 'args': config_args(ours.args)}
 
 
 def check_reference_rows(path, rows, reference):
@@ -160,18 +164,17 @@ def run_pairs(ours_script, reference_script, pairs, out='results', folder='.refe
     """Warm-up of each side, then `pairs` more pairs (ours, then the reference), each appended to the log as
     it finishes. Seeds: from --seed upward, skipping those the log already holds. Returns the log's path."""
     ours = OurRung(ours_script, list(ours_argv))
-    device = provenance.device_name(ours.args.device)
-    path = sidebyside_log_path(out, ours_script, reference_script, provenance.slugify(device))
+    # Hashed now, as a trial does: the code this process loaded.
+    session = provenance.provenance(ours.script, ours.args.device, out)
+    path = sidebyside_log_path(out, ours_script, reference_script, provenance.slugify(session['device']))
     rows = read_rows(path)
-    config = json.loads(json.dumps({'hyp': ours.module.hyp, 'args': config_args(ours.args)}))
+    config = json.loads(json.dumps({'hyp': ours.hyp, 'args': config_args(ours.args)}))
     check_rows(path, rows, ours.script.name, config)
     check_reference_rows(path, rows, reference_script)
     seeds = next_seeds(ours.args.seed, pairs, {row['seed'] for row in rows})
-    from airbench.loader import load_data  # here: torch is loaded only by commands that train
+    from cifar_loader.loader import load_data  # here: torch is loaded only by commands that train
     write_reference_data(load_data(ours.args), folder)
     reference = ReferenceScript(reference_script, folder)
-    session = {'device': device, 'git_commit': provenance.git_commit(ours.script.parent, out),
-               'script_sha256': provenance.file_sha256(ours.script), 'versions': provenance.versions()}
     print(f'log: {path} ({len(rows)} pairs already logged); warm-up of both sides first')
     ours.warm_up()
     reference.run('warmup', ours.args.seed)

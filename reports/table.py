@@ -11,15 +11,15 @@ The block between the markers is rewritten whole; everything else in the README 
 """
 from pathlib import Path
 
-from airbench.errors import UserError
+from common.errors import UserError
+from reports.ladder import SCRIPTS, STANDALONE, find_rung
+from reports.sidebyside import summarize_pairs
 from stats.bench import BENCH
-from stats.ladder import LADDER, STANDALONE, find_rung
 from stats.log import is_shard_log, read_rows
-from stats.sidebyside import summarize_pairs
 from stats.summary import describe, format_p
 
-BEGIN, END = '<!-- stats:table:begin -->', '<!-- stats:table:end -->'
-EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m stats table`.'
+BEGIN, END = '<!-- reports:table:begin -->', '<!-- reports:table:end -->'
+EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m reports table`.'
 HEADER = ['script', 'feature', 'epochs', 'median time (s)', 'TTA accuracy: mean (95% CI)', 'n',
           'ternary: mean (n)', 'gap (points)', '>= 94% shown?']
 CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seconds of whitening init, training '
@@ -29,7 +29,7 @@ CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seco
 
 
 SIDEBYSIDE = 'sidebyside'  # results/sidebyside/: pairs of ours and the reference, a table of their own
-SIDEBYSIDE_HEADING = ('**Side by side with the published airbench** (`python -m stats sidebyside`: one process, '
+SIDEBYSIDE_HEADING = ('**Side by side with the published airbench** (`python -m reports sidebyside`: one process, '
                       'runs alternating ours, reference; each side timed by its own CUDA events)')
 SIDEBYSIDE_HEADER = ['ours', 'reference', 'GPU', 'pairs', 'time ratio ours/reference: median (range)',
                      'median time (s): ours / reference', 'TTA accuracy: ours / reference']
@@ -43,13 +43,14 @@ def parse_log_name(path):
 
 def collect(results, include_cpu=False):
     """{hardware: {(script, variant): rows}} from the main logs under `results` (shard logs are not merged
-    evidence yet: `python -m stats merge` first)."""
+    evidence yet: `python -m reports merge` first)."""
     if not Path(results).is_dir():
         raise UserError(f'{results} is not a folder of results logs: pass --results DIR')
     found = {}
     for path in sorted(Path(results).glob('*/*.jsonl')):
         script, variant, hardware = parse_log_name(path)
-        if path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path) or not hardware or (hardware == 'cpu' and not include_cpu):
+        if (path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path) or not hardware
+                or (hardware == 'cpu' and not include_cpu)):
             continue
         rows = read_rows(path)
         if rows:
@@ -58,7 +59,7 @@ def collect(results, include_cpu=False):
 
 
 def sidebyside_table(results, include_cpu=False):
-    """Markdown for the side-by-side logs (stats/sidebyside.py): one row per (ours, reference, hardware)."""
+    """Markdown for the side-by-side logs (reports/sidebyside.py): one row per (ours, reference, hardware)."""
     lines = []
     for path in sorted(Path(results).glob(f'{SIDEBYSIDE}/*.jsonl')):
         rows = read_rows(path)
@@ -76,8 +77,7 @@ def sidebyside_table(results, include_cpu=False):
 
 
 def script_order(script):
-    order = [rung.script for rung in LADDER + STANDALONE]
-    return (order.index(script), '') if script in order else (len(order), script)
+    return (SCRIPTS.index(script), '') if script in SCRIPTS else (len(SCRIPTS), script)
 
 
 def format_accuracy(s):

@@ -1,12 +1,12 @@
 """One exception type for mistakes a user can fix (bad flags, bad data, bad files), and a clean stop on signals.
 
 Scripts print such an error as one line, `error: <message>`, and exit with status 1, instead of a
-traceback: `airbench.flags.parse_flags` installs the hook that does this.
+traceback: `common.flags.parse_flags` installs the hook that does this.
 
 SIGTERM (how `timeout`, `kill` and job schedulers stop a job) and SIGINT (Ctrl-C) stop a script with one line,
 `stopped by SIGTERM: <what was kept>`, and exit status 128 + the signal number. The stop is raised as
 SystemExit, so `finally` blocks still run (a cache being written is removed, not left half-written:
-airbench/files.py). A Python signal handler only runs between bytecodes of the main thread, so a process stuck
+common/files.py). A Python signal handler only runs between bytecodes of the main thread, so a process stuck
 in one long C call, or code that swallows the exit, would ignore the signal; a watchdog thread, woken by the
 signal itself (signal.set_wakeup_fd), ends such a process after STOP_GRACE_SECONDS.
 """
@@ -27,7 +27,7 @@ class UserError(Exception):
 
 
 class UsageError(UserError):
-    """A wrong command line (unknown flag, bad value): raised by airbench.flags.Parser."""
+    """A wrong command line (unknown flag, bad value): raised by common.flags.Parser."""
 
 
 def _print_user_error(exc_type, exc, tb, _default=sys.excepthook):

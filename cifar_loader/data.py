@@ -8,10 +8,10 @@ torchvision download into it. Whatever the source, the decoded arrays are cached
 once, so later starts only read 184 MB of uint8 and take well under a second.
 
 Every message names where the data came from: --data-dir, or CIFAR10_DIR when only the variable is set
-(airbench/flags.py leaves data_dir None then, and load_cifar10 reads it). A cache stores the sha256 of its
+(common/flags.py leaves data_dir None then, and load_cifar10 reads it). A cache stores the sha256 of its
 images and labels, checked on every read (one pass, a fraction of a second): a damaged cache, or one of another
 format, is refused with the file's name and how to rebuild it, never trained on, and never silently replaced
-by a download. What a killed writer left in the cache folder is removed (airbench/files.py).
+by a download. What a killed writer left in the cache folder is removed (common/files.py).
 """
 import hashlib
 import os
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from airbench.errors import UserError
-from airbench.files import atomic_write, remove_stale_partials
+from common.errors import UserError
+from common.files import atomic_write, remove_stale_partials
 
 CACHE_NAME = 'cifar10_uint8.pt'
 CACHE_FORMAT = 'cifar10-uint8-v2'  # v2 adds the sha256 of the images and labels

@@ -1,12 +1,12 @@
-"""The README table, the figure and the `python -m stats` command line, on small fixture logs."""
+"""The README table, the figure and the `python -m reports` command line, on small fixture logs."""
 import importlib.util
 import json
 
 import pytest
 
-from airbench.errors import UserError
-from stats.__main__ import main as stats_main
-from stats.table import BEGIN, EMPTY, END, make_block, update_readme
+from common.errors import UserError
+from reports.__main__ import main as reports_main
+from reports.table import BEGIN, EMPTY, END, make_block, update_readme
 
 README = f'# Project\n\nintro\n\n{BEGIN}\n{EMPTY}\n{END}\n\nafter the table\n'
 
@@ -70,28 +70,28 @@ def test_cpu_logs_only_on_request(results):
 def test_readme_block_is_replaced_and_check_detects_staleness(results, tmp_path, capsys):
     readme = tmp_path / 'README.md'
     readme.write_text(README)
-    assert stats_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 1
+    assert reports_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 1
     assert readme.read_text() == README and 'stale' in capsys.readouterr().out
     assert update_readme(results, readme) is True
     text = readme.read_text()
     assert text.startswith(f'# Project\n\nintro\n\n{BEGIN}\n**') and text.endswith(f'\n{END}\n\nafter the table\n')
     assert EMPTY not in text and '95.00%' in text
-    assert stats_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 0
+    assert reports_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 0
     write_log(results, 'main2_dirac.py', 'full', 'test-gpu', [0.95, 0.96])
-    assert stats_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 1
+    assert reports_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 1
     assert readme.read_text() == text
 
 
 def test_readme_without_markers_is_refused(results, tmp_path):
     readme = tmp_path / 'README.md'
     readme.write_text('# no markers\n')
-    with pytest.raises(UserError, match='stats:table:begin'):
+    with pytest.raises(UserError, match='reports:table:begin'):
         update_readme(results, readme)
 
 
 def test_figure_is_written_or_matplotlib_is_named(results, tmp_path, capsys):
     out = tmp_path / 'ladder.png'
-    assert stats_main(['figure', '--results', str(results), '--out', str(out)]) == 0
+    assert reports_main(['figure', '--results', str(results), '--out', str(out)]) == 0
     if importlib.util.find_spec('matplotlib') is None:
         assert capsys.readouterr().out == 'matplotlib is not installed: pip install matplotlib\n'
         assert not out.exists()
@@ -102,13 +102,13 @@ def test_figure_is_written_or_matplotlib_is_named(results, tmp_path, capsys):
 def test_summary_and_compare_commands(results, capsys):
     full = results / 'main0_network' / 'full__test-gpu.jsonl'
     ternary = results / 'main0_network' / 'ternary__test-gpu.jsonl'
-    assert stats_main(['summary', str(full)]) == 0
+    assert reports_main(['summary', str(full)]) == 0
     out = capsys.readouterr().out
     assert 'n=3, mean 95.00%' in out and 'verdict: mean >= 94% not shown' in out
-    assert stats_main(['compare', str(full), str(ternary)]) == 0
+    assert reports_main(['compare', str(full), str(ternary)]) == 0
     out = capsys.readouterr().out
     assert 'B - A: -2.50 points' in out and 'note: A ran on' not in out
-    assert stats_main(['compare', str(full), str(results / 'main0_network' / 'full__other-gpu.jsonl')]) == 0
+    assert reports_main(['compare', str(full), str(results / 'main0_network' / 'full__other-gpu.jsonl')]) == 0
     assert 'note: A ran on NVIDIA Test GPU, B on Other GPU: the time ratio compares devices' in capsys.readouterr().out
 
 
@@ -119,7 +119,7 @@ def test_summary_and_compare_commands(results, capsys):
     (['merge', 'results/x/full__h100.jsonl'], 'is not a shard log'),
 ])
 def test_bad_command_lines_are_one_line_errors(argv, message, capsys):
-    assert stats_main(argv) != 0
+    assert reports_main(argv) != 0
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err
 

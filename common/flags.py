@@ -1,0 +1,234 @@
+"""Command-line flags: every leaf of a script's `hyp` dict, plus the run-control flags of the packages it imports.
+
+`--lr 11.5` overrides hyp['opt']['lr']; booleans take `--name`, `--no-name` or `--name=false`. An unknown
+flag or a value of the wrong type is an error (as in nanoGPT's configurator), never silently ignored.
+No config files: the hyp dict plus flags is the only configuration.
+"""
+import argparse
+import copy
+import importlib
+import json
+import logging
+import math
+import re
+import sys
+import warnings
+from typing import Callable, NamedTuple
+
+from common.errors import UsageError, UserError, install_excepthook
+
+
+class Flag(NamedTuple):
+    """A run-control flag: `--runs 5`. check(value) raises a one-line UserError for a value no run can use;
+    `needs` names the flag that turns this one on (--kd-alpha means nothing without --teacher)."""
+    default: object
+    help: str
+    check: Callable | None = None
+    needs: str | None = None
+
+
+class Range(NamedTuple):
+    """What a hyp leaf may hold: test(value) is true for a usable value; `expected` says which ones do."""
+    test: Callable
+    expected: str
+    choices: tuple | None = None  # a short list, shown in --help and checked by argparse
+
+
+# Each package declares the flags it reads and the ranges of the hyp leaves it reads, in its own flags.py
+# (imported with the package), so the flag and its check sit beside the code that uses them. A script has the
+# flags of the packages it imports; a hyp leaf with no declared range is a programming error (build_parser).
+RUN_FLAGS: dict[str, Flag] = {}
+HYP_RANGES: dict[str, Range] = {}
+CROSS_CHECKS: list[Callable] = []  # check(hyp, args) for limits that involve two values
+
+
+def declare(run_flags=None, hyp_ranges=None, cross_check=None):
+    for registry, entries in ((RUN_FLAGS, run_flags or {}), (HYP_RANGES, hyp_ranges or {})):
+        for name, entry in entries.items():
+            if name in registry and registry[name][1] != entry[1]:
+                raise ValueError(f'flag {name!r} is declared twice, differently')
+            registry[name] = entry
+    if cross_check is not None and cross_check not in CROSS_CHECKS:
+        CROSS_CHECKS.append(cross_check)
+
+
+def at_least(low, what=None):
+    return Range(lambda v: v >= low, f'>= {low}' if what is None else what)
+
+
+def positive():
+    return Range(lambda v: v > 0, '> 0')
+
+
+def fraction(closed=True):
+    if closed:
+        return Range(lambda v: 0 <= v <= 1, 'in [0, 1]')
+    return Range(lambda v: 0 <= v < 1, 'in [0, 1)')
+
+
+# torch.compile's modes. The CUDA-graph ones (max-autotune, reduce-overhead) overwrite a graph's outputs at its
+# next replay; the rungs read every output before the next call (tests/test_call_order.py), so all are safe.
+COMPILE_MODES = ('max-autotune', 'default', 'max-autotune-no-cudagraphs', 'reduce-overhead')
+
+
+def check_device(name):
+    if name not in ('cuda', 'cpu', 'auto'):
+        raise UserError(f"--device must be 'cuda', 'cpu' or 'auto', got '{name}'")
+
+
+# The flags every script has, and the ranges of the leaves the rungs' own code reads (the training recipe):
+# the packages declare the rest.
+declare(run_flags={
+    'device': Flag('auto', "'cuda', 'cpu' or 'auto' (cuda when available)", check_device),
+    'warmup': Flag(True, 'do the untimed warm-up run (compilation, cudnn autotuning) first'),
+}, hyp_ranges={
+    'epochs': positive(), 'batch_size': positive(), 'lr': positive(),
+    'momentum': fraction(closed=False), 'weight_decay': at_least(0), 'label_smoothing': fraction(closed=False),
+    'warmup_frac': fraction(), 'lr_start': at_least(0), 'lr_end': at_least(0), 'bias_scaler': positive(),
+    'whiten_bias_epochs': at_least(0), 'ema_every': at_least(1), 'ema_decay': fraction(),
+    'block1': at_least(1), 'block2': at_least(1), 'block3': at_least(1), 'width': at_least(1),
+    'bn_momentum': fraction(), 'logit_scale': positive(),
+    'tta_level': Range(lambda v: v in (0, 1, 2), '0, 1 or 2', (0, 1, 2)),
+    'compile_mode': Range(lambda v: v in COMPILE_MODES, ', '.join(COMPILE_MODES), COMPILE_MODES),
+})
+
+
+def check_dependent_flags(args, defaults):
+    for name, flag in RUN_FLAGS.items():
+        if flag.needs and getattr(args, flag.needs) in (None, False) and getattr(args, name) != defaults[name]:
+            option, other = '--' + name.replace('_', '-'), '--' + flag.needs.replace('_', '-')
+            raise UserError(f'{option} only applies with {other}, which is not set: add {other} or drop {option}')
+
+
+def check_ranges(hyp, args):
+    """One-line UserErrors for values no run can use: zero epochs, an empty batch, a momentum of 1, a subset too
+    small to hold one training batch, --runs 0, ..."""
+    for path, value in flag_leaves(hyp):
+        option = '--' + path[-1].replace('_', '-')
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f'{option} must be a finite number, got {value}')
+        allowed = HYP_RANGES.get(path[-1])
+        if allowed and not allowed.test(value):
+            raise UserError(f'{option} must be {allowed.expected}, got {value}')
+    for name, flag in RUN_FLAGS.items():
+        if flag.check and hasattr(args, name):
+            flag.check(getattr(args, name))
+    for cross_check in CROSS_CHECKS:
+        cross_check(hyp, args)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one-line UsageErrors instead of a usage dump and exit."""
+
+    def error(self, message):
+        raise UsageError(f'{message} (see {self.prog} --help)')
+
+
+def parse_bool(text):
+    if text.lower() in ('1', 'true', 'yes', 'on'):
+        return True
+    if text.lower() in ('0', 'false', 'no', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def flag_leaves(hyp, path=()):
+    """(path, value) for every leaf of a nested dict."""
+    for key, value in hyp.items():
+        if isinstance(value, dict):
+            yield from flag_leaves(value, path + (key,))
+        else:
+            yield path + (key,), value
+
+
+def add_flag(parser, name, default, help_text, choices=None):
+    flag = '--' + name.replace('_', '-')
+    if isinstance(default, bool):
+        parser.add_argument(flag, dest=name, nargs='?', const=True, default=default, type=parse_bool, metavar='BOOL',
+                            help=f'{help_text} (default {default}; --no-{flag[2:]} is --{flag[2:]}=false)')
+        parser.add_argument('--no-' + name.replace('_', '-'), dest=name, action='store_false', help=argparse.SUPPRESS)
+    else:
+        kind = str if default is None else float if isinstance(default, float) else type(default)
+        shown = f"; one of {', '.join(map(str, choices))}" if choices else ''
+        parser.add_argument(flag, dest=name, default=default, type=kind, choices=choices,
+                            metavar=name.upper() if choices else None, help=f'{help_text} (default {default}{shown})')
+
+
+def build_parser(hyp, description=None, defaults=None):
+    """defaults: a script's own defaults for run flags, e.g. {'ternary': True} in ternary94.py."""
+    parser = Parser(description=description, allow_abbrev=False)
+    defaults = defaults or {}
+    unknown = set(defaults) - set(RUN_FLAGS)
+    if unknown:
+        raise ValueError(f'defaults for unknown run flags: {sorted(unknown)}')
+    names = set(RUN_FLAGS)
+    for path, value in flag_leaves(hyp):
+        if path[-1] in names:
+            raise ValueError(f'hyp leaf name {path[-1]!r} is not unique: every leaf must be its own flag')
+        if path[-1] not in HYP_RANGES:
+            raise ValueError(f'hyp leaf {path[-1]!r} has no range: declare one where the code that reads it lives')
+        names.add(path[-1])
+        add_flag(parser, path[-1], value, 'hyp: ' + '.'.join(path), HYP_RANGES[path[-1]].choices)
+    for name, flag in RUN_FLAGS.items():
+        add_flag(parser, name, defaults.get(name, flag.default), flag.help)
+    return parser
+
+
+def cuda_available():
+    """torch.cuda.is_available(), with the warnings a machine without CUDA gives printed now, each as one note:
+    later they would land inside the epoch table (a CUDA query from a run; torch.compile's import of
+    cpp_extension, which logs "No CUDA runtime is found" when CUDA_HOME is set)."""
+    import torch  # here: `python -m reports` parses its flags without loading torch
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        available = torch.cuda.is_available()
+    for warning in caught:
+        print(f'note: {" ".join(str(warning.message).split())}')
+        warnings.filterwarnings('ignore', message=re.escape(str(warning.message)))
+    if not available and 'torch.utils.cpp_extension' not in sys.modules:
+        records = []
+        logger = logging.getLogger('torch.utils.cpp_extension')
+        logger.addFilter(records.append)  # a filter that returns None: the record is kept here, not printed
+        try:
+            importlib.import_module('torch.utils.cpp_extension')  # once per process: it logs on import
+        finally:
+            logger.removeFilter(records.append)
+        for record in records:
+            print(f'note: {" ".join(record.getMessage().split())}')
+    return available
+
+
+def resolve_device(name):
+    available = cuda_available()
+    if name == 'auto':
+        if available:
+            return 'cuda'
+        print('note: no CUDA GPU found, running on the CPU: a full run takes hours there; for a quick check '
+              'add --subset 2000 --epochs 1')
+        return 'cpu'
+    if name == 'cuda' and not available:
+        raise UserError('--device cuda was asked for but no CUDA GPU is visible: use --device cpu (slow) '
+                        'or run on a machine with a GPU')
+    return name
+
+
+def parse_flags(hyp, argv=None, description=None, defaults=None):
+    """Returns (resolved copy of hyp, args) and prints both, so every log starts with its configuration.
+    Also makes UserErrors print as one line from here on, and, for a script's own command line (argv None),
+    SIGTERM and Ctrl-C stop it with one line (common/errors.py); a caller passing argv keeps its signals."""
+    install_excepthook(stop_handlers=argv is None)
+    args = build_parser(hyp, description, defaults).parse_args(argv)
+    resolved = copy.deepcopy(hyp)
+    for path, _ in flag_leaves(hyp):
+        node = resolved
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = getattr(args, path[-1])
+        delattr(args, path[-1])
+    check_ranges(resolved, args)
+    check_dependent_flags(args, {name: flag.default for name, flag in RUN_FLAGS.items()} | (defaults or {}))
+    args.device = resolve_device(args.device)
+    # --data-dir stays None when only $CIFAR10_DIR is set: the loader reads the variable and names it in errors.
+    print('hyp: ' + json.dumps(resolved))
+    print('run: ' + json.dumps(vars(args)))
+    return resolved, args

@@ -1,0 +1,49 @@
+"""The run-control flags of a trial (trial.py): how many seeds, which log, which slice; common/flags.py collects
+them."""
+import re
+
+from common.errors import UserError
+from common.flags import Flag, declare
+
+
+def check_runs(runs):
+    if not isinstance(runs, int) or runs < 1:
+        raise UserError(f'--runs must be a whole number >= 1, got {runs}')
+
+
+def parse_shard(text):
+    """'2/8' -> (2, 8); None -> None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r'(\d+)/(\d+)', text.strip())
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UserError(f"--shard must be K/N with 1 <= K <= N (the K-th of N slices, e.g. 2/8), got '{text}'")
+    return int(match[1]), int(match[2])
+
+
+def check_variant(name):
+    if name is None:  # the default, named after --ternary and --teacher (trial.default_variant)
+        return None
+    # The name becomes part of a file name, split from the hardware at '__'.
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*', name) or '.shard-' in name:
+        raise UserError(f"--variant must be a file-name-safe word like 'lr12' or 'no-tta' (letters, digits, . - "
+                        f"and single _), got '{name}'")
+    return name
+
+
+def check_gpus_format(text):
+    """The form only; trial.parse_gpus checks the indices against the GPUs it sees."""
+    if text is not None and text.strip() != 'all' and not re.fullmatch(r'\d+(,\d+)*', text.strip()):
+        raise UserError(f"--gpus must be 'all' or a list of GPU indices like 0,1,3, got '{text}'")
+
+
+declare(run_flags={
+    'runs': Flag(1, 'number of timed runs (seeds) to do after the warm-up run', check_runs),
+    'resume': Flag(False, 'do only those of seeds seed .. seed+runs-1 the log lacks: finish a job that was cut off'),
+    'seed': Flag(0, 'seed of the first run; run r of a trial uses seed + r'),
+    'out': Flag('results', 'folder of the JSONL results logs'),
+    'variant': Flag(None, "name of this configuration's log (default: full, ternary or ternary-kd)", check_variant),
+    'force': Flag(False, 'append to a log that holds a different configuration'),
+    'shard': Flag(None, "K/N: do the K-th of N slices of the seeds (cluster job arrays)", parse_shard),
+    'gpus': Flag(None, "'all' or a list like 0,1: one process per GPU, all writing to one log", check_gpus_format),
+})
