@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import cifar_loader
 import stats
 import ternary
 from cifar_loader import CifarLoader, load_data
-from common.flags import parse_flags
+from common.flags import parse_flags  # [tta] no narrower tta_level range to declare
 from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 
 torch.backends.cudnn.benchmark = True
@@ -54,6 +55,9 @@ hyp = {
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
     },
 }
+
+# The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
+FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)  # [tta] tta_level takes 2 too
 
 #############################################
 #            Network Components             #
@@ -120,7 +124,7 @@ class Net(nn.Module):
 
 
 def make_net(net, device):
-    """The model hyp['net'] (here `net`) describes, in the device's dtype and memory format."""
+    """Net from hyp['net']; on CUDA in fp16 and channels_last, its BatchNorms kept in fp32."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
     if device == 'cuda':
         model = model.half().to(memory_format=torch.channels_last)
@@ -318,7 +322,7 @@ def prepare(hyp, args):
 #############################################
 
 if __name__ == '__main__':
-    hyp, args = parse_flags(hyp, description=__doc__)
+    hyp, args = parse_flags(hyp, FLAGS, description=__doc__)
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)

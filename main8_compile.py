@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import cifar_loader
 import stats
 import ternary
 from cifar_loader import CifarLoader, load_data
-from common.flags import parse_flags
+from common.flags import parse_flags  # [tta] no narrower tta_level range to declare
 from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 from common.table import compiled_graphs, warn_if_compiled  # [compile] a timed run must not compile
 
@@ -56,6 +57,9 @@ hyp = {
         'compile_mode': 'max-autotune',  # [compile] as airbench; CUDA graphs, kernel autotuning (common/flags.py)
     },
 }
+
+# The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
+FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)  # [tta] tta_level takes 2 too
 
 #############################################
 #            Network Components             #
@@ -122,7 +126,7 @@ class Net(nn.Module):
 
 
 def make_net(net, device):
-    """The model hyp['net'] (here `net`) describes, in the device's dtype and memory format."""
+    """Net from hyp['net']; on CUDA in fp16 and channels_last, its BatchNorms kept in fp32."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
     if device == 'cuda':
         model = model.half().to(memory_format=torch.channels_last)
@@ -324,7 +328,7 @@ def prepare(hyp, args):
 #############################################
 
 if __name__ == '__main__':
-    hyp, args = parse_flags(hyp, description=__doc__)
+    hyp, args = parse_flags(hyp, FLAGS, description=__doc__)
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)

@@ -25,10 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import cifar_loader
 import stats
 import ternary
 from cifar_loader import CifarLoader, load_data
-from common.flags import parse_flags
+from common.flags import parse_flags  # [tta] no narrower tta_level range to declare
 from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 from common.table import compiled_graphs, warn_if_compiled  # [compile] a timed run must not compile
 
@@ -68,6 +69,9 @@ hyp = {
         'compile_mode': 'max-autotune',  # [compile] as airbench; CUDA graphs, kernel autotuning (common/flags.py)
     },
 }
+
+# The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
+FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)  # [tta] tta_level takes 2 too
 
 #############################################
 #            Network Components             #
@@ -134,7 +138,7 @@ class Net(nn.Module):
 
 
 def make_net(net, device):
-    """The model hyp['net'] (here `net`) describes, in the device's dtype and memory format."""
+    """Net from hyp['net']; on CUDA in fp16 and channels_last, its BatchNorms kept in fp32."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
     if device == 'cuda':
         model = model.half().to(memory_format=torch.channels_last)
@@ -318,7 +322,7 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
 def prepare(hyp, args):
     """What the runs of one invocation share: the model (main() reinitializes it), the loss and the loaders.
     The warm-up loader has random labels: its run only pays for cudnn autotuning and compilation."""
-    model = ternary.convert_from_flags(make_net(hyp['net'], args.device), args)  # [ternary] no-op by default
+    model = ternary.convert_from_flags(make_net(hyp['net'], args.device), args)  # [ternary] on by default here
     loss_fn = cross_entropy_loss(hyp['opt']['label_smoothing'])
     loss_fn = ternary.distill_from_flags(loss_fn, partial(make_net, hyp['net']), args)  # [ternary] --teacher
     # [compile] static shapes: one graph per batch size (train, eval, last batch)
@@ -336,7 +340,7 @@ def prepare(hyp, args):
 #############################################
 
 if __name__ == '__main__':
-    hyp, args = parse_flags(hyp, description=__doc__, defaults=RUN_DEFAULTS)  # [ternary94]
+    hyp, args = parse_flags(hyp, FLAGS, description=__doc__, defaults=RUN_DEFAULTS)  # [ternary94]
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)

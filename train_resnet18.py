@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import cifar_loader
 import stats
 import ternary
 from cifar_loader import CifarLoader, load_data
@@ -47,6 +48,9 @@ hyp = {
         'tta_level': 2,             # 0: plain, 1: with mirror, 2: six views (as main6_tta.py)
     },
 }
+
+# The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
+FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)
 
 #############################################
 #            Network Components             #
@@ -236,7 +240,7 @@ def prepare(hyp, args):
 #############################################
 
 if __name__ == '__main__':
-    hyp, args = parse_flags(hyp, description=__doc__)
+    hyp, args = parse_flags(hyp, FLAGS, description=__doc__)
     trial = stats.Trial(__file__, hyp, args)
     if trial.delegate_to_gpus():
         sys.exit(0)

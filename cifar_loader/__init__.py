@@ -2,4 +2,4 @@
 in batched tensor ops (augment.py), no CPU workers. data.py finds and checks the files; bench.py times epochs."""
 from cifar_loader.data import load_cifar10
 from cifar_loader.loader import CifarLoader, load_data
-from cifar_loader import flags  # declares --data-dir, --subset and the augmentation leaves' ranges
+from cifar_loader.flags import FLAGS

@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_leaves
 from cifar_loader.augment import alternating_flip_mask, random_flip_mask, random_squares
 from common.errors import install_excepthook
 from common.flags import Parser, check_ranges
+from cifar_loader.flags import FLAGS
 from cifar_loader.loader import CifarLoader, load_data
 from common.table import Timer
 
@@ -220,15 +221,15 @@ def main():
     parser.add_argument('--data-dir', default=None)
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=1024)
-    parser.add_argument('--flip', default='alternating')
-    parser.add_argument('--translate', type=int, default=2)
-    parser.add_argument('--cutout', type=int, default=0)
+    parser.add_argument('--flip', default='alternating', help="'none', 'random' or 'alternating'")
+    parser.add_argument('--translate', type=int, default=2, help='pixels, reflect-padded')
+    parser.add_argument('--cutout', type=int, default=0, help='side of the zeroed square, pixels (0: off)')
     parser.add_argument('--subset', type=int, default=0, help='only the first N training images (0: all 50,000)')
     parser.add_argument('--out', default='results', help='results folder: the result is appended to bench/ there')
     args = parser.parse_args()
     # the rungs' range checks (one-line errors), e.g. a translate past the image or a batch over 50,000
     check_ranges({'opt': {key: getattr(args, key) for key in ('epochs', 'batch_size')},
-                  'aug': {key: getattr(args, key) for key in ('flip', 'translate', 'cutout')}}, args)
+                  'aug': {key: getattr(args, key) for key in ('flip', 'translate', 'cutout')}}, args, [FLAGS])
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     images, labels = load_data(args)['train']
     loaders = build(images, labels, args, device)

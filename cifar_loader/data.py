@@ -16,15 +16,13 @@ by a download. What a killed writer left in the cache folder is removed (common/
 import hashlib
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.errors import UserError
-from common.files import atomic_write, remove_stale_partials
+from common.files import atomic_write, remove_stale_partials, scratch_folder
 
 CACHE_NAME = 'cifar10_uint8.pt'
 CACHE_FORMAT = 'cifar10-uint8-v2'  # v2 adds the sha256 of the images and labels
@@ -286,11 +284,11 @@ def make_cache_dir(cache_dir):
 
 
 def download_cifar10(cache_dir, quiet=False):
-    """Downloads with torchvision into a scratch folder that is removed whatever happens."""
+    """Downloads with torchvision into a scratch folder that is removed whatever happens (or, after a kill, by the
+    next run's remove_stale_partials: its name matches 'cifar10*')."""
     import torchvision
     make_cache_dir(cache_dir)
-    scratch = Path(tempfile.mkdtemp(dir=cache_dir, prefix='.download-'))
-    try:
+    with scratch_folder(cache_dir / f'{CACHE_NAME}.download') as scratch:
         if not quiet:
             print(f'downloading CIFAR-10 with torchvision; caching it in {cache_dir / CACHE_NAME}')
         try:
@@ -299,5 +297,3 @@ def download_cifar10(cache_dir, quiet=False):
             raise UserError(f'could not download CIFAR-10 ({type(exc).__name__}: {exc}); without internet, '
                             f'{FIX_HINT}') from None
         write_cache(convert_folder(scratch / 'cifar-10-batches-py', '', read_python_file), cache_dir / CACHE_NAME)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

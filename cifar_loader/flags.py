@@ -1,7 +1,7 @@
-"""The loader's flags and the ranges of the hyp leaves it reads (common/flags.py collects them)."""
+"""The loader's run flags and the ranges of the hyp leaves it reads: FLAGS, which a script passes to parse_flags."""
 from cifar_loader.augment import FLIPS
 from common.errors import UserError
-from common.flags import Flag, Range, declare
+from common.flags import Flag, Flags, Range, one_of
 
 TRAIN_IMAGES = 50_000
 
@@ -20,12 +20,12 @@ def check_subset_holds_a_batch(hyp, args):
                         f'lower --batch-size' + (' or raise --subset' if getattr(args, 'subset', 0) else ''))
 
 
-declare(run_flags={
+FLAGS = Flags('data (cifar_loader/)', run={
     'data_dir': Flag(None, 'folder with CIFAR-10 (binary or python layout, or a cache); default $CIFAR10_DIR, else '
                            'the cache, else a torchvision download: offline, this flag (or $CIFAR10_DIR) is needed'),
     'subset': Flag(0, 'use only the first N training and test images (0: all); for quick CPU checks', check_subset),
-}, hyp_ranges={
-    'flip': Range(lambda v: v in FLIPS, ', '.join(FLIPS), FLIPS),
+}, ranges={
+    'flip': one_of(*FLIPS),
     'translate': Range(lambda v: 0 <= v < 32, 'in 0..31 (reflect padding needs it below the image size)'),
     'cutout': Range(lambda v: 0 <= v <= 32, 'in 0..32'),
-}, cross_check=check_subset_holds_a_batch)
+}, check=check_subset_holds_a_batch)

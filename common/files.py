@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -55,11 +56,28 @@ def is_stale(path):
 
 
 def remove_stale_partials(folder, name_pattern='*'):
-    """Removes what killed writers left in `folder` (see top). name_pattern: a glob of the targets' names."""
+    """Removes what killed writers left in `folder` (see top): files, and the folders of scratch_folder.
+    name_pattern: a glob of the targets' names."""
     for path in Path(folder).glob(f'.{name_pattern}.partial-*'):
         if is_stale(path):
-            with contextlib.suppress(OSError):
-                path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+@contextlib.contextmanager
+def scratch_folder(path):
+    """Yields an empty folder beside `path`, named as atomic_write names its files, and removes it afterwards,
+    whatever happens; one left by a killed process is removed by the next remove_stale_partials there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.partial-{host_name()}-{os.getpid()}-')
+    try:
+        yield Path(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -34,22 +34,14 @@ class Range(NamedTuple):
     choices: tuple | None = None  # a short list, shown in --help and checked by argparse
 
 
-# Each package declares the flags it reads and the ranges of the hyp leaves it reads, in its own flags.py
-# (imported with the package), so the flag and its check sit beside the code that uses them. A script has the
-# flags of the packages it imports; a hyp leaf with no declared range is a programming error (build_parser).
-RUN_FLAGS: dict[str, Flag] = {}
-HYP_RANGES: dict[str, Range] = {}
-CROSS_CHECKS: list[Callable] = []  # check(hyp, args) for limits that involve two values
-
-
-def declare(run_flags=None, hyp_ranges=None, cross_check=None):
-    for registry, entries in ((RUN_FLAGS, run_flags or {}), (HYP_RANGES, hyp_ranges or {})):
-        for name, entry in entries.items():
-            if name in registry and registry[name][1] != entry[1]:
-                raise ValueError(f'flag {name!r} is declared twice, differently')
-            registry[name] = entry
-    if cross_check is not None and cross_check not in CROSS_CHECKS:
-        CROSS_CHECKS.append(cross_check)
+class Flags(NamedTuple):
+    """What one package declares in its flags.py (or a script for itself): its run flags, the ranges of the hyp
+    leaves its code reads, and check(hyp, args) for a limit that involves two values. A script passes the Flags
+    of the packages it uses to parse_flags, so the flag and its check sit beside the code that reads them."""
+    title: str
+    run: dict = {}
+    ranges: dict = {}
+    check: Callable | None = None
 
 
 def at_least(low, what=None):
@@ -76,45 +68,62 @@ def check_device(name):
         raise UserError(f"--device must be 'cuda', 'cpu' or 'auto', got '{name}'")
 
 
-# The flags every script has, and the ranges of the leaves the rungs' own code reads (the training recipe):
-# the packages declare the rest.
-declare(run_flags={
+def one_of(*values):
+    return Range(lambda v: v in values, 'one of ' + ', '.join(map(str, values)), values)
+
+
+# What every script takes, and the ranges of the training recipe's leaves, which the rungs' own code reads.
+COMMON = Flags('run', run={
     'device': Flag('auto', "'cuda', 'cpu' or 'auto' (cuda when available)", check_device),
     'warmup': Flag(True, 'do the untimed warm-up run (compilation, cudnn autotuning) first'),
-}, hyp_ranges={
+}, ranges={
     'epochs': positive(), 'batch_size': positive(), 'lr': positive(),
     'momentum': fraction(closed=False), 'weight_decay': at_least(0), 'label_smoothing': fraction(closed=False),
     'warmup_frac': fraction(), 'lr_start': at_least(0), 'lr_end': at_least(0), 'bias_scaler': positive(),
     'whiten_bias_epochs': at_least(0), 'ema_every': at_least(1), 'ema_decay': fraction(),
     'block1': at_least(1), 'block2': at_least(1), 'block3': at_least(1), 'width': at_least(1),
-    'bn_momentum': fraction(), 'logit_scale': positive(),
-    'tta_level': Range(lambda v: v in (0, 1, 2), '0, 1 or 2', (0, 1, 2)),
-    'compile_mode': Range(lambda v: v in COMPILE_MODES, ', '.join(COMPILE_MODES), COMPILE_MODES),
+    'bn_momentum': fraction(), 'logit_scale': positive(), 'tta_level': one_of(0, 1, 2),
+    'compile_mode': one_of(*COMPILE_MODES),
 })
 
 
-def check_dependent_flags(args, defaults):
-    for name, flag in RUN_FLAGS.items():
+def merge(flags):
+    """(run flags, ranges, checks) of COMMON and `flags` together. A later Flags may narrow a range an earlier one
+    declared (a rung that has fewer TTA levels); a run flag declared twice is a programming error."""
+    run, ranges, checks = {}, {}, []
+    for part in (COMMON, *flags):
+        twice = set(run) & set(part.run)
+        if twice:
+            raise ValueError(f'run flags declared twice: {sorted(twice)}')
+        run |= part.run
+        ranges |= part.ranges
+        checks += [part.check] if part.check else []
+    return run, ranges, checks
+
+
+def check_dependent_flags(args, run_flags, defaults):
+    for name, flag in run_flags.items():
         if flag.needs and getattr(args, flag.needs) in (None, False) and getattr(args, name) != defaults[name]:
             option, other = '--' + name.replace('_', '-'), '--' + flag.needs.replace('_', '-')
             raise UserError(f'{option} only applies with {other}, which is not set: add {other} or drop {option}')
 
 
-def check_ranges(hyp, args):
+def check_ranges(hyp, args, flags=()):
     """One-line UserErrors for values no run can use: zero epochs, an empty batch, a momentum of 1, a subset too
     small to hold one training batch, --runs 0, ..."""
+    run_flags, ranges, checks = merge(flags)
     for path, value in flag_leaves(hyp):
         option = '--' + path[-1].replace('_', '-')
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f'{option} must be a finite number, got {value}')
-        allowed = HYP_RANGES.get(path[-1])
+        allowed = ranges.get(path[-1])
         if allowed and not allowed.test(value):
             raise UserError(f'{option} must be {allowed.expected}, got {value}')
-    for name, flag in RUN_FLAGS.items():
+    for name, flag in run_flags.items():
         if flag.check and hasattr(args, name):
             flag.check(getattr(args, name))
-    for cross_check in CROSS_CHECKS:
-        cross_check(hyp, args)
+    for check in checks:
+        check(hyp, args)
 
 
 class Parser(argparse.ArgumentParser):
@@ -154,23 +163,27 @@ def add_flag(parser, name, default, help_text, choices=None):
                             metavar=name.upper() if choices else None, help=f'{help_text} (default {default}{shown})')
 
 
-def build_parser(hyp, description=None, defaults=None):
-    """defaults: a script's own defaults for run flags, e.g. {'ternary': True} in ternary94.py."""
+def build_parser(hyp, flags=(), description=None, defaults=None):
+    """flags: the Flags of the packages the script uses. defaults: a script's own defaults for run flags, e.g.
+    {'ternary': True} in ternary94.py."""
+    run_flags, ranges, _ = merge(flags)
     parser = Parser(description=description, allow_abbrev=False)
     defaults = defaults or {}
-    unknown = set(defaults) - set(RUN_FLAGS)
+    unknown = set(defaults) - set(run_flags)
     if unknown:
         raise ValueError(f'defaults for unknown run flags: {sorted(unknown)}')
-    names = set(RUN_FLAGS)
+    names, group = set(run_flags), parser.add_argument_group('hyp (the leaves of the hyp dict)')
     for path, value in flag_leaves(hyp):
         if path[-1] in names:
             raise ValueError(f'hyp leaf name {path[-1]!r} is not unique: every leaf must be its own flag')
-        if path[-1] not in HYP_RANGES:
+        if path[-1] not in ranges:
             raise ValueError(f'hyp leaf {path[-1]!r} has no range: declare one where the code that reads it lives')
         names.add(path[-1])
-        add_flag(parser, path[-1], value, 'hyp: ' + '.'.join(path), HYP_RANGES[path[-1]].choices)
-    for name, flag in RUN_FLAGS.items():
-        add_flag(parser, name, defaults.get(name, flag.default), flag.help)
+        add_flag(group, path[-1], value, 'hyp: ' + '.'.join(path), ranges[path[-1]].choices)
+    for part in (COMMON, *flags):
+        group = parser.add_argument_group(part.title) if part.run else None
+        for name, flag in part.run.items():
+            add_flag(group, name, defaults.get(name, flag.default), flag.help)
     return parser
 
 
@@ -212,12 +225,13 @@ def resolve_device(name):
     return name
 
 
-def parse_flags(hyp, argv=None, description=None, defaults=None):
+def parse_flags(hyp, flags=(), argv=None, description=None, defaults=None):
     """Returns (resolved copy of hyp, args) and prints both, so every log starts with its configuration.
+    flags: the Flags of the packages the script uses (a rung's FLAGS); COMMON's come with every script.
     Also makes UserErrors print as one line from here on, and, for a script's own command line (argv None),
     SIGTERM and Ctrl-C stop it with one line (common/errors.py); a caller passing argv keeps its signals."""
     install_excepthook(stop_handlers=argv is None)
-    args = build_parser(hyp, description, defaults).parse_args(argv)
+    args = build_parser(hyp, flags, description, defaults).parse_args(argv)
     resolved = copy.deepcopy(hyp)
     for path, _ in flag_leaves(hyp):
         node = resolved
@@ -225,8 +239,9 @@ def parse_flags(hyp, argv=None, description=None, defaults=None):
             node = node[key]
         node[path[-1]] = getattr(args, path[-1])
         delattr(args, path[-1])
-    check_ranges(resolved, args)
-    check_dependent_flags(args, {name: flag.default for name, flag in RUN_FLAGS.items()} | (defaults or {}))
+    check_ranges(resolved, args, flags)
+    run_flags = merge(flags)[0]
+    check_dependent_flags(args, run_flags, {name: flag.default for name, flag in run_flags.items()} | (defaults or {}))
     args.device = resolve_device(args.device)
     # --data-dir stays None when only $CIFAR10_DIR is set: the loader reads the variable and names it in errors.
     print('hyp: ' + json.dumps(resolved))

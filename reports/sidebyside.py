@@ -88,10 +88,11 @@ class OurRung:
         from common.flags import parse_flags
         self.script = Path(script)
         self.module = import_script(script, 'sidebyside_ours')
-        if not all(hasattr(self.module, name) for name in ('hyp', 'prepare', 'main')):
-            raise UserError(f'{script} is not one of our rungs (hyp, prepare, main): expected e.g. main7_mirror.py')
+        if not all(hasattr(self.module, name) for name in ('hyp', 'FLAGS', 'prepare', 'main')):
+            raise UserError(f'{script} is not one of our rungs (hyp, FLAGS, prepare, main): expected e.g. '
+                            'main7_mirror.py')
         defaults = getattr(self.module, 'RUN_DEFAULTS', None)  # ternary94.py's ternary=True
-        self.hyp, self.args = parse_flags(self.module.hyp, argv, defaults=defaults)
+        self.hyp, self.args = parse_flags(self.module.hyp, self.module.FLAGS, argv, defaults=defaults)
         self.model, self.loss_fn, self.train_loader, self.test_loader, self.warmup_loader = \
             self.module.prepare(self.hyp, self.args)
 

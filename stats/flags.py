@@ -1,9 +1,9 @@
-"""The run-control flags of a trial (trial.py): how many seeds, which log, which slice; common/flags.py collects
-them."""
+"""The run flags of a trial (trial.py): how many seeds, which log, which slice. A script passes FLAGS to
+parse_flags."""
 import re
 
 from common.errors import UserError
-from common.flags import Flag, declare
+from common.flags import Flag, Flags
 
 
 def check_runs(runs):
@@ -37,7 +37,7 @@ def check_gpus_format(text):
         raise UserError(f"--gpus must be 'all' or a list of GPU indices like 0,1,3, got '{text}'")
 
 
-declare(run_flags={
+FLAGS = Flags('trials (stats/)', run={
     'runs': Flag(1, 'number of timed runs (seeds) to do after the warm-up run', check_runs),
     'resume': Flag(False, 'do only those of seeds seed .. seed+runs-1 the log lacks: finish a job that was cut off'),
     'seed': Flag(0, 'seed of the first run; run r of a trial uses seed + r'),

@@ -98,10 +98,24 @@ def check_values(path, number, row):
                             'the row was edited by hand or written by another program; fix that line or move the file '
                             'away')
     for key in ACCURACY_KEYS:
-        value = row.get(key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise UserError(f'{path} line {number}: {key} is {json.dumps(value)}, not a fraction in [0, 1]'
-                            f'{percent_hint(value)}: fix that line or move the file away')
+        check_accuracy(path, number, key, row.get(key, 0.0))
+    if 'reference' in row:  # a side-by-side pair: the reference's own result, which the reports read too
+        reference = row['reference']
+        if not isinstance(reference, dict):
+            raise UserError(f'{path} line {number}: reference is {json.dumps(reference)}, not an object: fix that '
+                            'line or move the file away')
+        for key in ('tta_val_acc', 'time_seconds'):
+            value = reference.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f'{path} line {number}: reference.{key} is {json.dumps(value)}, not a number: fix '
+                                'that line or move the file away')
+        check_accuracy(path, number, 'reference.tta_val_acc', reference['tta_val_acc'])
+
+
+def check_accuracy(path, number, key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserError(f'{path} line {number}: {key} is {json.dumps(value)}, not a fraction in [0, 1]'
+                        f'{percent_hint(value)}: fix that line or move the file away')
 
 
 def percent_hint(value):

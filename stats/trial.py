@@ -59,9 +59,10 @@ def check_outputs(args, log):
     check_writable_folder(Path(log).parent, '--out')
     if Path(log).exists() and not os.access(log, os.W_OK):
         raise UserError(f'--out {args.out}: the log {log} is read-only: make it writable or pass another --out')
-    if args.save_model is not None:
-        path = Path(args.save_model)
-        if path.is_dir() or str(args.save_model).endswith(os.sep):
+    save_model = getattr(args, 'save_model', None)  # a ternary/ flag: a script without it saves nothing
+    if save_model is not None:
+        path = Path(save_model)
+        if path.is_dir() or str(save_model).endswith(os.sep):
             raise UserError(f'--save-model {path} is a folder: pass a file path, e.g. {path / "model.pt"}')
         check_writable_folder(path.parent, '--save-model')
 
@@ -83,8 +84,9 @@ def parse_gpus(text, count):
 
 
 def default_variant(args):
-    name = 'ternary' if args.ternary else 'full'
-    return name + '-kd' if args.teacher else name
+    # ternary/ flags: a script that does not take them trains in full precision, without a teacher
+    name = 'ternary' if getattr(args, 'ternary', False) else 'full'
+    return name + '-kd' if getattr(args, 'teacher', None) else name
 
 
 def config_args(args):

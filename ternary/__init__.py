@@ -7,10 +7,10 @@
     export.py   the packed file (export_packed, load_packed) and convert_from_flags, the --ternary toggle
     distill.py  distillation from a saved full-precision model (--teacher) and save_model (--save-model)
 
-flags.py declares the run flags above; bench.py times the kernels (python -m ternary.bench)."""
-from ternary import flags  # declares --ternary, its options, --teacher, --kd-*, --save-model
+flags.py declares the run flags above (FLAGS, for parse_flags); bench.py times the kernels (python -m ternary.bench)."""
 from ternary.distill import distill_from_flags, load_teacher, save_model
 from ternary.export import convert_from_flags, export_packed, load_packed, model_size_bytes
+from ternary.flags import FLAGS
 from ternary.layers import TernaryConv2d, TernaryLinear, convert
 from ternary.pack import pack_codes, unpack_codes
-from ternary.quant import act_quant, ste, ternary_codes
+from ternary.quant import act_quant, ste, weight_quant

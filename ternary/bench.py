@@ -64,7 +64,7 @@ def print_header(title, columns, base):
           ''.join(f'{"speedup vs " + b:>19s}' for b in base))
 
 
-def bench_weight_quantization(kernels):
+def bench_weight_quant(kernels):
     base, rows = ['eager', 'compile'], []
     for per_channel in (False, True):
         print_header(f'(a) weight quantization, fp16, {"per-channel" if per_channel else "per-tensor"} '
@@ -124,8 +124,7 @@ def main():
         return
     print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, '
           f'CUDA {torch.version.cuda}')
-    # 'weight_quant' is the key earlier rows of the results file have
-    measurements = {'weight_quant': bench_weight_quantization(kernels), 'packed_matmul': bench_packed_matmul(kernels)}
+    measurements = {'weight_quant': bench_weight_quant(kernels), 'packed_matmul': bench_packed_matmul(kernels)}
     settings = {'weight_shapes': WEIGHT_SHAPES, 'matmul_shapes': MATMUL_SHAPES, 'reps': 100, 'inner': 10}
     print('appended to ' + str(record_bench('ternary-kernels', 'cuda', measurements, settings, args.out)))
 

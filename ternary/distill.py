@@ -1,7 +1,7 @@
 """Knowledge distillation from a saved full-precision model of the same rung, and --save-model.
 
-A rung wraps its own loss: `loss_fn = ternary.distill_from_flags(loss_fn, make_net, args)` returns it unchanged
-without --teacher.
+A rung wraps its own loss: `ternary.distill_from_flags(loss_fn, partial(make_net, hyp['net']), args)` returns
+it unchanged without --teacher.
 
 Distillation loss (Hinton et al. 2015), per example, with temperature T and weight α:
 
@@ -74,8 +74,9 @@ def read_checkpoint(path):
 
 
 def load_teacher(path, make_net, device, script=None):
-    """make_net(device) loaded from `path`, in eval mode, without gradients. `script` defaults to the file
-    that defines make_net; the checkpoint must come from the same script and architecture."""
+    """make_net(device) loaded from `path`, in eval mode, without gradients. make_net is a function of the device
+    alone, e.g. a rung's partial(make_net, hyp['net']). `script` defaults to the file that defines make_net; the
+    checkpoint must come from the same script and architecture."""
     checkpoint = read_checkpoint(path)
     if checkpoint.get('ternary', False):
         raise UserError(f'--teacher {path} is a ternary model (saved with --ternary --save-model): '

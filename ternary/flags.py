@@ -1,7 +1,15 @@
-"""The --ternary toggle and its options, distillation (--teacher) and --save-model; common/flags.py collects them."""
+"""The --ternary toggle and its options, distillation (--teacher) and --save-model. A script passes FLAGS to
+parse_flags."""
 from common.errors import UserError
-from common.flags import Flag, declare
+from common.flags import Flag, Flags
 from ternary.layers import check_act_bits
+
+
+def check_ternary_acts(bits):
+    try:
+        check_act_bits(bits)
+    except UserError:
+        raise UserError(f'--ternary-acts must be 0 (off) or 2..8 (bits), got {bits}') from None
 
 
 def check_kd_alpha(alpha):
@@ -14,9 +22,9 @@ def check_kd_temperature(temperature):
         raise UserError(f'--kd-temperature must be positive, got {temperature}')
 
 
-declare(run_flags={
+FLAGS = Flags('ternary weights and distillation (ternary/)', run={
     'ternary': Flag(False, 'BitNet b1.58 ternary weights for convs and linears (see ternary/)'),
-    'ternary_acts': Flag(0, 'with --ternary: 8 also quantizes activations to 8-bit absmax; 0: off', check_act_bits,
+    'ternary_acts': Flag(0, 'with --ternary: 8 also quantizes activations to 8-bit absmax; 0: off', check_ternary_acts,
                          needs='ternary'),
     'ternary_per_channel': Flag(False, 'with --ternary: one weight scale per output channel instead of per tensor',
                                 needs='ternary'),

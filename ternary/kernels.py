@@ -1,7 +1,7 @@
 """Triton kernels for ternary layers, each beside the PyTorch reference it must match exactly.
 
 1. Weight quantization, every training step: γ = mean|W|, s = γ + ε, codes = clamp(round(W / s), -1, 1)
-   (computed as sign(W) where |W| > s/2, without a division) and W_q = s·codes, as quant.ternary_codes and
+   (computed as sign(W) where |W| > s/2, without a division) and W_q = s·codes, as quant.weight_quant and
    quant.fake_quant_weight compute them. The scale needs a reduction over a whole tensor (or output channel)
    before any element can be quantized, and Triton has no grid-wide barrier, so it takes two launches:
    `absmean_partials` sums |W| over blocks of one row in float64, then `ternarize` has every program re-sum
@@ -52,7 +52,7 @@ def ternarize(w_ptr, partial_ptr, codes_ptr, w_q_ptr, scale_ptr, row_len, n_bloc
     mask = offsets < row_len
     w = tl.load(w_ptr + row * row_len + offsets, mask=mask, other=0.0).to(tl.float32)
     # clamp(round(w / s), -1, 1) with round half to even is 0 for |w| <= s/2 (round(±0.5) = 0), else sign(w);
-    # 0.5·s is exact, so this needs no division (quant.ternary_codes does the same)
+    # 0.5·s is exact, so this needs no division (quant.weight_quant does the same)
     half = 0.5 * scale
     codes = (w > half).to(tl.int8) - (w < -half).to(tl.int8)
     tl.store(codes_ptr + row * row_len + offsets, codes, mask=mask)
@@ -71,7 +71,7 @@ def dense_rows(w):
 
 
 def ternary_codes_and_weight(w, per_channel=False, eps=1e-5, out=None, block=None):
-    """(codes, scale, w_q) as quant.ternary_codes and quant.fake_quant_weight give them, from two launches.
+    """(codes, scale, w_q) as quant.weight_quant and quant.fake_quant_weight give them, from two launches.
     `out` takes preallocated (codes, scale, w_q); `block` overrides the block size (tests use small ones)."""
     w = dense_rows(w.detach())
     rows = w.shape[0] if per_channel else 1

@@ -30,9 +30,10 @@ def triton_kernels():
     return kernels
 
 
-def fake_quant_weight(w, per_channel):
-    # Under torch.compile the reference is the better choice: Inductor fuses it with the surrounding ops into
-    # kernels of its own, where a hand-written launch would be an opaque call in the graph.
+def forward_weight(w, per_channel):
+    """W_q as the forward pass computes it: quant.fake_quant_weight, or its Triton twin on CUDA in eager mode.
+    Under torch.compile the reference is the better choice: Inductor fuses it with the surrounding ops into
+    kernels of its own, where a hand-written launch would be an opaque call in the graph."""
     if w.is_cuda and not torch.compiler.is_compiling() and triton_kernels() is not None:
         return triton_kernels().ternary_codes_and_weight(w, per_channel)[2]
     return quant.fake_quant_weight(w, per_channel)
@@ -42,7 +43,7 @@ def export_codes(w, per_channel):
     """(codes, scale) for export, computed the way the forward pass computes them on w's device."""
     if w.is_cuda and triton_kernels() is not None:
         return triton_kernels().ternary_codes_and_weight(w, per_channel)[:2]
-    return quant.ternary_codes(w, per_channel)
+    return quant.weight_quant(w, per_channel)
 
 
 class TernaryLayer:
@@ -80,7 +81,7 @@ class TernaryLayer:
     def ternary_weight(self):
         if self.frozen_weight is not None:
             return self.frozen_weight
-        return quant.ste(self.weight, fake_quant_weight(self.weight, self.per_channel))
+        return quant.ste(self.weight, forward_weight(self.weight, self.per_channel))
 
     def ternary_input(self, x):
         if not self.act_bits:

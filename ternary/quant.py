@@ -35,7 +35,7 @@ def absmean(w, per_channel=False):
     return (total / (w.numel() // total.numel())).float()
 
 
-def ternary_codes(w, per_channel=False, eps=1e-5):
+def weight_quant(w, per_channel=False, eps=1e-5):
     """Returns (codes, scale): int8 codes in {-1, 0, 1} shaped like w, and the float32 scale s = γ + eps
     (broadcastable against w), so that W ≈ scale * codes."""
     scale = absmean(w, per_channel) + eps
@@ -68,7 +68,7 @@ def dequantize(values, scale, dtype):
 
 def fake_quant_weight(w, per_channel=False, eps=1e-5):
     """W_q = s · codes in w's dtype: what a ternary layer computes with."""
-    codes, scale = ternary_codes(w, per_channel, eps)
+    codes, scale = weight_quant(w, per_channel, eps)
     return dequantize(codes, scale, w.dtype)
 
 

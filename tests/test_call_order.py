@@ -64,7 +64,7 @@ def tiny_run(name, data_dir, monkeypatch, poison):
     if 'whiten_bias_epochs' in rung.hyp['opt']:
         net += ['--whiten-bias-epochs', '1']  # the freeze happens inside the run
     defaults = getattr(rung, 'RUN_DEFAULTS', None)  # ternary94: ternary on
-    hyp, args = parse_flags(rung.hyp, [*TINY, *net, '--data-dir', str(data_dir)], defaults=defaults)
+    hyp, args = parse_flags(rung.hyp, rung.FLAGS, [*TINY, *net, '--data-dir', str(data_dir)], defaults=defaults)
     monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: None)  # the order matters, not the compiler
     model, loss_fn, train_loader, test_loader, _ = rung.prepare(hyp, args)
     poisoner = OutputPoisoner(model) if poison else None

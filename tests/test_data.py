@@ -363,6 +363,20 @@ def test_cifar10_dir_is_named_in_every_error_it_causes(where, cache_dir, tmp_pat
     assert cache_files(cache_dir) == []
 
 
+def test_a_killed_downloads_scratch_folder_is_removed_by_the_next_run(binary_cifar, cache_dir):
+    """What SIGKILL leaves of a download (its scratch folder, half a tarball in it) goes at the next load; a
+    download running now in another process is left alone."""
+    from common.files import host_name
+    cache_dir.mkdir()
+    dead_pid, live_pid = 2**22 + 7, os.getpid()  # above the kernel's pid_max default: no such process
+    dead, live = (cache_dir / f'.{CACHE_NAME}.download.partial-{host_name()}-{pid}-x1' for pid in (dead_pid, live_pid))
+    for folder in (dead, live):
+        (folder / 'cifar-10-batches-py').mkdir(parents=True)
+        (folder / 'cifar-10-python.tar.gz').write_bytes(b'half')
+    load_cifar10(binary_cifar)
+    assert not dead.exists() and live.is_dir()
+
+
 def test_failed_download_leaves_nothing(cache_dir, monkeypatch):
     # A closed local port answers at once, as a machine without internet does.
     monkeypatch.setattr(torchvision.datasets.CIFAR10, 'url', 'http://127.0.0.1:9/cifar-10-python.tar.gz')

@@ -1,24 +1,20 @@
 """Every hyp leaf is a flag; unknown flags and wrong types are errors, not silent no-ops."""
 import pytest
 
-import cifar_loader  # noqa: F401 (each package declares its flags on import, as in a rung)
-import stats  # noqa: F401
-import ternary  # noqa: F401
+import cifar_loader
+import stats
+import ternary
 from common.errors import UserError
-from common.flags import HYP_RANGES, Range, build_parser, parse_flags
+from common.flags import Flags, Range, build_parser, parse_flags
 
 HYP = {'opt': {'lr': 10.0, 'epochs': 9.9, 'batch_size': 1024}, 'aug': {'flip': 'random', 'cutout': 0},
        'net': {'compile': True}}
-
-
-@pytest.fixture(autouse=True)
-def compile_leaf(monkeypatch):
-    """HYP's boolean leaf, declared as a package would declare it."""
-    monkeypatch.setitem(HYP_RANGES, 'compile', Range(lambda v: isinstance(v, bool), 'true or false'))
+PACKAGES = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)  # as a rung's FLAGS
+FLAGS = PACKAGES + (Flags('test', ranges={'compile': Range(lambda v: isinstance(v, bool), 'true or false')}),)
 
 
 def test_overrides_reach_the_resolved_copy_only():
-    hyp, args = parse_flags(HYP, ['--lr', '11.5', '--batch-size', '512', '--flip', 'alternating', '--runs', '3'])
+    hyp, args = parse_flags(HYP, FLAGS, ['--lr', '11.5', '--batch-size', '512', '--flip', 'alternating', '--runs', '3'])
     assert hyp['opt'] == {'lr': 11.5, 'epochs': 9.9, 'batch_size': 512}
     assert hyp['aug']['flip'] == 'alternating' and args.runs == 3
     assert HYP['opt']['lr'] == 10.0
@@ -29,7 +25,7 @@ def test_overrides_reach_the_resolved_copy_only():
 @pytest.mark.parametrize('argv, value', [([], True), (['--no-compile'], False), (['--compile=false'], False),
                                          (['--compile', 'yes'], True), (['--compile'], True)])
 def test_booleans(argv, value):
-    assert parse_flags(HYP, argv)[0]['net']['compile'] is value
+    assert parse_flags(HYP, FLAGS, argv)[0]['net']['compile'] is value
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -43,24 +39,24 @@ def test_booleans(argv, value):
 ])
 def test_bad_flags_are_one_line_errors(argv, message):
     with pytest.raises(UserError, match=message) as info:
-        parse_flags(HYP, argv)
+        parse_flags(HYP, FLAGS, argv)
     assert '\n' not in str(info.value)
 
 
 def test_leaf_names_must_be_unique():
     with pytest.raises(ValueError, match="'lr' is not unique"):
-        parse_flags({'opt': {'lr': 1.0}, 'net': {'lr': 2.0}}, [])
+        parse_flags({'opt': {'lr': 1.0}, 'net': {'lr': 2.0}}, FLAGS, [])
     with pytest.raises(ValueError, match="'runs' is not unique"):
-        parse_flags({'opt': {'runs': 1}}, [])
+        parse_flags({'opt': {'runs': 1}}, FLAGS, [])
 
 
 def test_a_script_can_set_its_own_run_flag_defaults():
-    _, args = parse_flags(HYP, [], defaults={'ternary': True})
+    _, args = parse_flags(HYP, FLAGS, [], defaults={'ternary': True})
     assert args.ternary is True
-    _, args = parse_flags(HYP, ['--no-ternary'], defaults={'ternary': True})
+    _, args = parse_flags(HYP, FLAGS, ['--no-ternary'], defaults={'ternary': True})
     assert args.ternary is False
     with pytest.raises(ValueError, match='unknown run flags'):
-        parse_flags(HYP, [], defaults={'ternery': True})
+        parse_flags(HYP, FLAGS, [], defaults={'ternery': True})
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -77,19 +73,23 @@ def test_a_script_can_set_its_own_run_flag_defaults():
 ])
 def test_values_no_run_can_use_are_one_line_errors(argv, message):
     with pytest.raises(UserError, match=message) as info:
-        parse_flags(HYP, argv)
+        parse_flags(HYP, FLAGS, argv)
     assert '\n' not in str(info.value)
 
 
 def test_values_at_the_edge_of_their_range_pass():
-    hyp, args = parse_flags(HYP, ['--subset', '1024', '--epochs', '0.01', '--cutout', '32'])
+    hyp, args = parse_flags(HYP, FLAGS, ['--subset', '1024', '--epochs', '0.01', '--cutout', '32'])
     assert hyp['opt']['epochs'] == 0.01 and args.subset == 1024 and hyp['aug']['cutout'] == 32
 
 
-def test_a_hyp_leaf_without_a_declared_range_is_refused(monkeypatch):
-    monkeypatch.delitem(HYP_RANGES, 'compile')
+def test_a_hyp_leaf_without_a_declared_range_is_refused():
     with pytest.raises(ValueError, match="hyp leaf 'compile' has no range"):
-        build_parser(HYP)
+        build_parser(HYP, PACKAGES)
+
+
+def test_a_run_flag_declared_twice_is_refused():
+    with pytest.raises(ValueError, match=r"run flags declared twice: \[.*'runs'"):
+        build_parser(HYP, FLAGS + (stats.FLAGS,))
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -99,12 +99,12 @@ def test_a_hyp_leaf_without_a_declared_range_is_refused(monkeypatch):
     (['--gpus', 'first'], "--gpus must be 'all' or a list of GPU indices"),
     (['--teacher', 't.pt', '--kd-alpha', '1.5'], r'--kd-alpha must be in \[0, 1\], got 1.5'),
     (['--teacher', 't.pt', '--kd-temperature', '0'], '--kd-temperature must be positive, got 0.0'),
-    (['--ternary', '--ternary-acts', '9'], 'activation bits must be 0 .off. or 2..8, got 9'),
+    (['--ternary', '--ternary-acts', '9'], r'--ternary-acts must be 0 \(off\) or 2..8 \(bits\), got 9'),
 ])
 def test_each_packages_run_flags_are_checked_when_parsed(argv, message):
     """Before any data is read or model built: the packages' own checks (stats/, ternary/ flags.py)."""
     with pytest.raises(UserError, match=message) as info:
-        parse_flags(HYP, argv)
+        parse_flags(HYP, FLAGS, argv)
     assert '\n' not in str(info.value)
 
 
@@ -112,11 +112,22 @@ def test_every_shared_hyp_leaf_of_the_rungs_has_a_range():
     """Every leaf of every script's hyp has a range declared by the package whose code reads it (build_parser
     refuses one without)."""
     import importlib
-    from common.flags import HYP_RANGES, flag_leaves
     from reports.ladder import SCRIPTS
-    rungs = [script.removesuffix('.py') for script in SCRIPTS]
-    leaves = {path[-1] for name in rungs for path, _ in flag_leaves(importlib.import_module(name).hyp)}
-    assert leaves - set(HYP_RANGES) == set()
+    for script in SCRIPTS:
+        rung = importlib.import_module(script.removesuffix('.py'))
+        build_parser(rung.hyp, rung.FLAGS)
+
+
+@pytest.mark.parametrize('rung, allowed', [('main5_lookahead', False), ('main6_tta', True)])
+def test_tta_level_2_arrives_with_main6(rung, allowed):
+    """Before main6 a rung has only the mirror view: --tta-level 2 would silently run level 1."""
+    import importlib
+    module = importlib.import_module(rung)
+    if allowed:
+        assert parse_flags(module.hyp, module.FLAGS, ['--tta-level', '2'])[0]['net']['tta_level'] == 2
+    else:
+        with pytest.raises(UserError, match=r'--tta-level: invalid choice: 2 \(choose from 0, 1\)'):
+            parse_flags(module.hyp, module.FLAGS, ['--tta-level', '2'])
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -129,14 +140,14 @@ def test_every_shared_hyp_leaf_of_the_rungs_has_a_range():
 def test_a_rungs_own_leaves_are_range_checked(argv, message):
     import main8_compile
     with pytest.raises(UserError, match=message):
-        parse_flags(main8_compile.hyp, argv)
+        parse_flags(main8_compile.hyp, main8_compile.FLAGS, argv)
 
 
 def test_main8_compiles_in_max_autotune_as_airbench_and_takes_the_other_modes():
     import main8_compile
     assert main8_compile.hyp['net']['compile_mode'] == 'max-autotune'
     for mode in ('default', 'max-autotune-no-cudagraphs', 'reduce-overhead'):
-        hyp, _ = parse_flags(main8_compile.hyp, ['--compile-mode', mode])
+        hyp, _ = parse_flags(main8_compile.hyp, main8_compile.FLAGS, ['--compile-mode', mode])
         assert hyp['net']['compile_mode'] == mode
     assert main8_compile.hyp['net']['compile_mode'] == 'max-autotune'  # the module's own dict is not changed
 
@@ -151,22 +162,22 @@ def test_main8_compiles_in_max_autotune_as_airbench_and_takes_the_other_modes():
 def test_flags_that_need_another_flag_are_refused_without_it(argv, message):
     # Silently ignored, they would still enter the logged config and make the next plain run "a different config".
     with pytest.raises(UserError, match=message):
-        parse_flags(HYP, argv)
+        parse_flags(HYP, FLAGS, argv)
 
 
 def test_flags_that_need_another_flag_pass_with_it_or_at_their_default():
-    _, args = parse_flags(HYP, ['--ternary', '--ternary-acts', '8', '--ternary-per-channel'])
+    _, args = parse_flags(HYP, FLAGS, ['--ternary', '--ternary-acts', '8', '--ternary-per-channel'])
     assert args.ternary_acts == 8 and args.ternary_per_channel
-    _, args = parse_flags(HYP, ['--kd-alpha', '0.5'])  # the default changes nothing
+    _, args = parse_flags(HYP, FLAGS, ['--kd-alpha', '0.5'])  # the default changes nothing
     assert args.kd_alpha == 0.5
-    _, args = parse_flags(HYP, ['--ternary-per-channel'], defaults={'ternary': True})  # ternary94's default
+    _, args = parse_flags(HYP, FLAGS, ['--ternary-per-channel'], defaults={'ternary': True})  # ternary94's default
     assert args.ternary_per_channel
 
 
 def test_help_lists_allowed_values_the_no_forms_and_the_offline_need(capsys):
     import main8_compile
     with pytest.raises(SystemExit):
-        parse_flags(main8_compile.hyp, ['--help'])
+        parse_flags(main8_compile.hyp, main8_compile.FLAGS, ['--help'])
     text = ' '.join(capsys.readouterr().out.split())
     assert 'one of none, random, alternating' in text and 'one of 0, 1, 2' in text
     assert 'one of max-autotune, default, max-autotune-no-cudagraphs, reduce-overhead' in text
@@ -177,8 +188,8 @@ def test_help_lists_allowed_values_the_no_forms_and_the_offline_need(capsys):
 def test_cifar10_dir_is_left_to_the_loader(monkeypatch):
     # so the loader's errors name the variable the path came from, not --data-dir
     monkeypatch.setenv('CIFAR10_DIR', '/nowhere')
-    assert parse_flags(HYP, [])[1].data_dir is None
-    assert parse_flags(HYP, ['--data-dir', '/here'])[1].data_dir == '/here'
+    assert parse_flags(HYP, FLAGS, [])[1].data_dir is None
+    assert parse_flags(HYP, FLAGS, ['--data-dir', '/here'])[1].data_dir == '/here'
 
 
 def test_a_cuda_warning_is_one_note_before_the_table_and_not_repeated(monkeypatch, capsys):
@@ -192,7 +203,7 @@ def test_a_cuda_warning_is_one_note_before_the_table_and_not_repeated(monkeypatc
         return False
     monkeypatch.setattr(torch.cuda, 'is_available', warn_and_say_no)
     with warnings.catch_warnings():
-        parse_flags(HYP, ['--device', 'cpu'])
+        parse_flags(HYP, FLAGS, ['--device', 'cpu'])
         assert capsys.readouterr().out.startswith('note: CUDA initialization: Found no NVIDIA driver on your system. '
                                                   'Please check ...\n')
         with warnings.catch_warnings(record=True) as later:

@@ -1,5 +1,6 @@
 """The side-by-side harness (reports/sidebyside.py) on the CPU, against a stand-in for the reference script with
 the same interface (main, make_net, print_training_details; data read from cifar10/*.pt in its folder)."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -129,6 +130,20 @@ def test_summary_of_pairs():
     assert (s['pairs'], s['ratio_median'], s['ratio_min'], s['ratio_max']) == (3, 1.0, 0.5, 1.5)
     assert s['ours_mean'] == pytest.approx(0.94) and s['reference_mean'] == pytest.approx(2.8 / 3)
     assert s['accuracy_diff'] == pytest.approx(0.94 - 2.8 / 3) and 0 < s['accuracy_p'] < 1
+
+
+def test_a_pair_whose_reference_result_was_edited_is_refused(synthetic_cache, tmp_path):
+    path = run_pairs(ROOT / 'main7_mirror.py', write_stand_in(tmp_path / 'airbench94.py'), 1, tmp_path / 'results',
+                     tmp_path / 'ref', ours_argv(synthetic_cache, '--no-warmup'))
+    row = json.loads(path.read_text())
+    for reference, message in [
+            ({'tta_val_acc': 93.9, 'time_seconds': 3.0}, r'reference.tta_val_acc is 93.9, not a fraction in \[0, 1\] '
+                                                         r'\(in percent'),
+            ({'time_seconds': 3.0}, 'reference.tta_val_acc is null, not a number'),
+            ('airbench94.py', 'reference is "airbench94.py", not an object')]:
+        path.write_text(json.dumps({**row, 'reference': reference}) + '\n')
+        with pytest.raises(UserError, match=message):
+            read_rows(path)
 
 
 def test_readme_block_shows_the_pairs(synthetic_cache, tmp_path):

@@ -38,19 +38,19 @@ def flags(**overrides):
 
 def test_absmean_scale_and_codes_hand_example():
     w = torch.tensor([[4.0, 1.0], [-1.0, 2.0]])  # mean |w| = 8 / 4 = 2, so w / s = [2, 0.5, -0.5, 1]
-    codes, scale = quant.ternary_codes(w, eps=0)
+    codes, scale = quant.weight_quant(w, eps=0)
     assert scale.item() == 2.0
     assert codes.tolist() == [[1, 0], [0, 1]]  # round half to even: ±0.5 -> 0; 2 clamps to 1
-    assert quant.ternary_codes(w)[1].item() == pytest.approx(2.0 + 1e-5)
+    assert quant.weight_quant(w)[1].item() == pytest.approx(2.0 + 1e-5)
 
 
 def weights_at_half_scale(per_channel, seed=0, rows=3, n=40):
     """(w, expected codes of its first six columns): random rows that start with s/2, one float32 ulp above
-    and below it, and their negatives, where s is the scale ternary_codes finds for w itself. Those entries
+    and below it, and their negatives, where s is the scale weight_quant finds for w itself. Those entries
     move s, so they are set again until s stops moving (a few rounds: they are 6 of the n entries s averages)."""
     w = torch.randn(rows, n, generator=torch.Generator().manual_seed(seed)) * torch.arange(1, rows + 1)[:, None]
     for _ in range(20):
-        half = (0.5 * quant.ternary_codes(w, per_channel)[1]).expand(rows, 1)
+        half = (0.5 * quant.weight_quant(w, per_channel)[1]).expand(rows, 1)
         up, down = torch.nextafter(half, half + 1), torch.nextafter(half, torch.zeros(()))
         probes = torch.cat([half, up, down, -half, -up, -down], dim=1)
         if torch.equal(w[:, :6], probes):
@@ -62,7 +62,7 @@ def weights_at_half_scale(per_channel, seed=0, rows=3, n=40):
 @pytest.mark.parametrize('per_channel', [False, True])
 def test_codes_round_half_to_even_at_and_one_ulp_around_half_the_scale(per_channel):
     w, expected = weights_at_half_scale(per_channel)  # |W| = s/2 is round(±0.5) = 0; one ulp more is ±1
-    assert torch.equal(quant.ternary_codes(w, per_channel)[0][:, :6], expected)
+    assert torch.equal(quant.weight_quant(w, per_channel)[0][:, :6], expected)
 
 
 class Float32DivisionSpy(torch.overrides.TorchFunctionMode):
@@ -82,13 +82,13 @@ def test_weight_codes_need_no_float32_division():
     division on NVIDIA GPUs is approximate (2 ulp), so a compiled model would round W near ±s/2 unlike the
     Triton kernel and the packed file. (absmean's float64 division is exact on GPUs too.)"""
     with Float32DivisionSpy() as spy:
-        quant.ternary_codes(torch.randn(4, 3, 3, 3), per_channel=True)
+        quant.weight_quant(torch.randn(4, 3, 3, 3), per_channel=True)
     assert spy.divisions == []
 
 
 def test_codes_are_ternary_int8_and_scale_is_float32_for_half_weights():
     w = torch.randn(32, 9, 3, 3).half()
-    codes, scale = quant.ternary_codes(w)
+    codes, scale = quant.weight_quant(w)
     assert codes.dtype == torch.int8 and set(codes.unique().tolist()) == {-1, 0, 1}
     assert scale.dtype == torch.float32
     assert scale.item() == pytest.approx(w.float().abs().mean().item() + 1e-5, rel=1e-6)
@@ -96,7 +96,7 @@ def test_codes_are_ternary_int8_and_scale_is_float32_for_half_weights():
 
 def test_per_channel_scales_are_each_channels_absmean():
     w = torch.randn(5, 4, 3, 3) * torch.arange(1, 6).view(5, 1, 1, 1)
-    codes, scale = quant.ternary_codes(w, per_channel=True)
+    codes, scale = quant.weight_quant(w, per_channel=True)
     assert scale.shape == (5, 1, 1, 1)
     expected = w.abs().mean(dim=(1, 2, 3)) + 1e-5
     torch.testing.assert_close(scale.view(-1), expected)

@@ -44,7 +44,7 @@ def test_compiled_kernels_match_references_on_cuda():
         w = torch.randn(shape, device='cuda', dtype=torch.half)
         for per_channel in (False, True):
             codes, scale, w_q = kernels.ternary_codes_and_weight(w, per_channel)
-            assert torch.equal(codes, quant.ternary_codes(w, per_channel)[0])
+            assert torch.equal(codes, quant.weight_quant(w, per_channel)[0])
             assert torch.equal(w_q, quant.dequantize(codes, scale, w.dtype))
     args = [t.cuda() for t in random_packed_problem(1000, 77, 2304)]
     assert torch.equal(kernels.packed_matmul(*args), kernels.packed_matmul_reference(*args))
@@ -66,6 +66,6 @@ def test_compiled_reference_codes_match_the_kernel_near_half_the_scale():
     from ternary import kernels
     w, expected = weights_at_half_scale(per_channel=True, rows=256)
     w = w.cuda()
-    codes = torch.compile(quant.ternary_codes)(w, True)[0]
+    codes = torch.compile(quant.weight_quant)(w, True)[0]
     assert torch.equal(codes[:, :6].cpu(), expected)
     assert torch.equal(codes, kernels.ternary_codes_and_weight(w, True)[0])

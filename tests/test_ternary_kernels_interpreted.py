@@ -35,7 +35,7 @@ def poisoned_outputs(w, per_channel):
 def check_ternary_codes_kernel(kernels, w, per_channel, block=None, eps=1e-5, seed=None):
     out = poisoned_outputs(w, per_channel)
     codes, scale, w_q = kernels.ternary_codes_and_weight(w, per_channel, eps=eps, out=out, block=block)
-    ref_codes, ref_scale = quant.ternary_codes(w, per_channel, eps=eps)
+    ref_codes, ref_scale = quant.weight_quant(w, per_channel, eps=eps)
     assert all(a is b for a, b in zip((codes, scale, w_q), out))
     assert torch.equal(codes, ref_codes), f'codes differ (seed {seed})'
     torch.testing.assert_close(scale, ref_scale, rtol=2 ** -23, atol=0, msg=f'scale differs (seed {seed})')
@@ -134,14 +134,14 @@ def test_packed_linear_and_conv_match_the_float_layers(kernels):
     seed = torch.seed()
     linear = TernaryLinear(30, 7, act_bits=8).eval()
     x = torch.randn(2, 5, 30)
-    codes, scale = quant.ternary_codes(linear.weight)
+    codes, scale = quant.weight_quant(linear.weight)
     y = kernels.packed_linear(x, pack_codes(codes), scale.view(-1), linear.bias)
     assert torch.equal(y, kernels.packed_linear(x, pack_codes(codes), scale.view(-1), linear.bias,
                                                 matmul=kernels.packed_matmul_reference)), f'seed {seed}'
     torch.testing.assert_close(y, linear(x), rtol=1e-4, atol=1e-5)
     conv = TernaryConv2d(3, 5, 3, stride=2, padding=1, per_channel=True, act_bits=8).eval()
     images = torch.randn(2, 3, 9, 7)
-    codes, scale = quant.ternary_codes(conv.weight, per_channel=True)
+    codes, scale = quant.weight_quant(conv.weight, per_channel=True)
     args = (images, pack_codes(codes), scale.view(-1), 3, conv.bias, 2, 1)
     y = kernels.packed_conv2d(*args)
     assert torch.equal(y, kernels.packed_conv2d(*args, matmul=kernels.packed_matmul_reference)), f'seed {seed}'

@@ -51,8 +51,7 @@ runs() {  # runs SCRIPT N [FLAGS...]: seeds 0..N-1 of SCRIPT, only those the log
     job python "$script" --data-dir "$DATA" --runs "$n" --resume "$@"
 }
 
-LADDER="main0_network.py main1_whiten.py main2_dirac.py main3_scalebias.py main4_freeze.py main5_lookahead.py
-        main6_tta.py main7_mirror.py main8_compile.py"
+LADDER=$(python -c "from reports.ladder import LADDER; print(' '.join(rung.script for rung in LADDER))")
 case "$PHASE" in
 quick)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
