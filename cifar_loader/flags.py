@@ -14,10 +14,10 @@ def check_subset(subset):
 def check_subset_holds_a_batch(hyp, args):
     """Training drops the last partial batch, so a subset below one batch would train on nothing."""
     batch_size = hyp.get('opt', {}).get('batch_size')
-    train_images = min(getattr(args, 'subset', 0) or TRAIN_IMAGES, TRAIN_IMAGES)
+    train_images = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
     if batch_size and batch_size > train_images:
         raise UserError(f'the training set ({train_images:,} images) must hold at least one batch of {batch_size:,}: '
-                        f'lower --batch-size' + (' or raise --subset' if getattr(args, 'subset', 0) else ''))
+                        f'lower --batch-size' + (' or raise --subset' if args.subset else ''))
 
 
 FLAGS = Flags('data (cifar_loader/)', run={

@@ -44,6 +44,11 @@ def is_running(pid):
     return True
 
 
+def partial_prefix(path):
+    """`.NAME.partial-HOST-PID-`: tempfile adds the random end; PARTIAL_NAME reads the writer back from it."""
+    return f'.{path.name}.partial-{host_name()}-{os.getpid()}-'
+
+
 def is_stale(path):
     """Whether a temporary file of atomic_write was left by a killed process (see top)."""
     match = PARTIAL_NAME.fullmatch(path.name)
@@ -73,7 +78,7 @@ def scratch_folder(path):
     whatever happens; one left by a killed process is removed by the next remove_stale_partials there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.partial-{host_name()}-{os.getpid()}-')
+    scratch = tempfile.mkdtemp(dir=path.parent, prefix=partial_prefix(path))
     try:
         yield Path(scratch)
     finally:
@@ -87,7 +92,7 @@ def atomic_write(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent, glob.escape(path.name))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.partial-{host_name()}-{os.getpid()}-')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))
     os.close(fd)
     try:
         yield tmp

@@ -1,4 +1,4 @@
-"""Command-line flags: every leaf of a script's `hyp` dict, plus the run-control flags of the packages it imports.
+"""Command-line flags: every leaf of a script's `hyp` dict, plus the run flags of the packages it passes (FLAGS).
 
 `--lr 11.5` overrides hyp['opt']['lr']; booleans take `--name`, `--no-name` or `--name=false`. An unknown
 flag or a value of the wrong type is an error (as in nanoGPT's configurator), never silently ignored.
@@ -44,8 +44,8 @@ class Flags(NamedTuple):
     check: Callable | None = None
 
 
-def at_least(low, what=None):
-    return Range(lambda v: v >= low, f'>= {low}' if what is None else what)
+def at_least(low):
+    return Range(lambda v: v >= low, f'>= {low}')
 
 
 def positive():

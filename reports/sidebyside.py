@@ -13,9 +13,8 @@ cudnn autotuning cache; each gets one untimed warm-up run first (the compiled re
 compiled models exactly as its own __main__ does). Then pair i is our run with seed S+i followed by the
 reference's run with torch's global seed set to S+i. Each side's time is what that side itself measures
 with CUDA events (ours: whitening init + training + TTA; the reference: the same three phases), so the
-ratio ours/reference compares like with like, with one asymmetry in our favour: our loaders normalize once,
-untimed, where the reference normalizes, pre-flips and pads inside its timed epoch 0 (and normalizes in its
-timed TTA): some 2.5 GB of memory traffic, an estimated 1-2 ms on an H100 (not measured). The reference's
+ratio ours/reference compares like with like: both normalize, pad and mirror the training set inside their
+timed first epoch, and normalize the test set inside their timed TTA (cifar_loader/loader.py). The reference's
 time is read from the variables it hands to its own `print_training_details`, not parsed from its printout.
 
 Each pair is one row of results/sidebyside/<ours>-vs-<reference>__<hardware>.jsonl, written as it finishes.

@@ -29,7 +29,7 @@ from pathlib import Path
 from common import errors
 from common.errors import UserError
 from common import provenance
-from stats.flags import check_runs, check_variant, parse_shard
+from stats.flags import check_gpus_format, check_runs, check_variant, parse_shard
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
@@ -72,10 +72,9 @@ def parse_gpus(text, count):
     if count == 0:
         raise UserError(f"--gpus {text} needs CUDA GPUs, but none is visible here (or --device cpu was given): "
                         'drop --gpus')
+    check_gpus_format(text)
     if text.strip() == 'all':
         return list(range(count))
-    if not re.fullmatch(r'\d+(,\d+)*', text.strip()):
-        raise UserError(f"--gpus must be 'all' or a list of GPU indices like 0,1,3, got '{text}'")
     ids = [int(part) for part in text.split(',')]
     if len(set(ids)) != len(ids) or max(ids) >= count:
         raise UserError(f'--gpus {text}: each index must appear once and be below {count}, the number of '
