@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import cifar_loader
+import airbench
 import stats
 import ternary
-from cifar_loader import CifarLoader, load_data
+from airbench import CifarLoader, load_data
 from common.flags import Flags, one_of, parse_flags
 from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 
@@ -39,7 +39,7 @@ hyp = {
         'lr_end': 0.0,              # lr multiplier at the last step
     },
     'aug': {
-        'flip': 'random',           # 'none', 'random' or 'alternating' (cifar_loader/augment.py)
+        'flip': 'random',           # 'none', 'random' or 'alternating' (airbench/augment.py)
         'translate': 2,             # pixels, reflect-padded
     },
     'net': {
@@ -54,7 +54,7 @@ hyp = {
 
 # The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ... Levels of TTA
 # above 1 arrive in main6_tta.py, so this rung narrows hyp's tta_level to 0 or 1.
-FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS, Flags('this rung', ranges={'tta_level': one_of(0, 1)}))
+FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS, Flags('this rung', ranges={'tta_level': one_of(0, 1)}))
 
 #############################################
 #            Network Components             #

@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import cifar_loader
+import airbench
 import stats
 import ternary
-from cifar_loader import CifarLoader, load_data
+from airbench import CifarLoader, load_data
 from common.flags import parse_flags  # [tta] no narrower tta_level range to declare
 from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 from common.table import compiled_graphs, warn_if_compiled  # [compile] a timed run must not compile
@@ -56,7 +56,7 @@ hyp = {
         'ema_decay': 0.95,          # [lookahead] EMA decay per step, ramped up as (step/total)^3
     },
     'aug': {
-        'flip': 'alternating',      # [mirror] 'none', 'random' or 'alternating' (cifar_loader/augment.py)
+        'flip': 'alternating',      # [mirror] 'none', 'random' or 'alternating' (airbench/augment.py)
         'translate': 2,             # pixels, reflect-padded
     },
     'net': {
@@ -71,7 +71,7 @@ hyp = {
 }
 
 # The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
-FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)  # [tta] tta_level takes 2 too
+FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS)  # [tta] tta_level takes 2 too
 
 #############################################
 #            Network Components             #

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import cifar_loader
+import airbench
 import stats
 import ternary
-from cifar_loader import CifarLoader, load_data
+from airbench import CifarLoader, load_data
 from common.flags import parse_flags
 from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
 
@@ -39,7 +39,7 @@ hyp = {
         'lr_end': 0.0,              # lr multiplier at the last step
     },
     'aug': {
-        'flip': 'random',           # 'none', 'random' or 'alternating' (cifar_loader/augment.py)
+        'flip': 'random',           # 'none', 'random' or 'alternating' (airbench/augment.py)
         'translate': 4,             # pixels, reflect-padded
         'cutout': 12,               # side of the zeroed square, pixels
     },
@@ -50,7 +50,7 @@ hyp = {
 }
 
 # The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
-FLAGS = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)
+FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS)
 
 #############################################
 #            Network Components             #

@@ -14,7 +14,7 @@ compiled models exactly as its own __main__ does). Then pair i is our run with s
 reference's run with torch's global seed set to S+i. Each side's time is what that side itself measures
 with CUDA events (ours: whitening init + training + TTA; the reference: the same three phases), so the
 ratio ours/reference compares like with like: both normalize, pad and mirror the training set inside their
-timed first epoch, and normalize the test set inside their timed TTA (cifar_loader/loader.py). The reference's
+timed first epoch, and normalize the test set inside their timed TTA (airbench/loader.py). The reference's
 time is read from the variables it hands to its own `print_training_details`, not parsed from its printout.
 
 Each pair is one row of results/sidebyside/<ours>-vs-<reference>__<hardware>.jsonl, written as it finishes.
@@ -172,7 +172,7 @@ def run_pairs(ours_script, reference_script, pairs, out='results', folder='.refe
     check_rows(path, rows, ours.script.name, config)
     check_reference_rows(path, rows, reference_script)
     seeds = next_seeds(ours.args.seed, pairs, {row['seed'] for row in rows})
-    from cifar_loader.loader import load_data  # here: torch is loaded only by commands that train
+    from airbench.loader import load_data  # here: torch is loaded only by commands that train
     write_reference_data(load_data(ours.args), folder)
     reference = ReferenceScript(reference_script, folder)
     print(f'log: {path} ({len(rows)} pairs already logged); warm-up of both sides first')

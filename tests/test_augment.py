@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_loader.augment import (batch_crop, batch_cutout_, crop_windows, pad_and_mirror, random_flip_mask,
+from airbench.augment import (batch_crop, batch_cutout_, crop_windows, pad_and_mirror, random_flip_mask,
                               random_offsets, random_squares, window_columns)
 from common.errors import UserError
-from cifar_loader.loader import CifarLoader
+from airbench.loader import CifarLoader
 
 
 def generator(seed=0):

@@ -7,15 +7,15 @@ import sys
 import pytest
 import torch
 
-from cifar_loader.bench import ByteCounter, ReferenceLoader, count_bytes
-from cifar_loader.loader import CifarLoader
+from airbench.bench import ByteCounter, ReferenceLoader, count_bytes
+from airbench.loader import CifarLoader
 from conftest import ROOT
 from reports.table import make_block
 from stats.bench import record_bench
 
 
 def test_loader_benchmark_appends_its_result(synthetic_cache, tmp_path):
-    argv = [sys.executable, '-m', 'cifar_loader.bench', '--data-dir', str(synthetic_cache), '--epochs', '1',
+    argv = [sys.executable, '-m', 'airbench.bench', '--data-dir', str(synthetic_cache), '--epochs', '1',
             '--batch-size', '500', '--subset', '5000', '--out', str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -65,7 +65,7 @@ def test_bench_rows_append_and_stay_out_of_the_results_table(tmp_path):
 
 
 def test_bench_flag_errors_are_one_line():
-    for module in ('cifar_loader.bench', 'ternary.bench'):
+    for module in ('airbench.bench', 'ternary.bench'):
         proc = subprocess.run([sys.executable, '-m', module, '--bogus'], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode != 0 and proc.stderr.startswith('error: unrecognized arguments: --bogus')
         assert proc.stderr.count('\n') == 1
@@ -76,7 +76,7 @@ def test_bench_flag_errors_are_one_line():
     (['--batch-size', '60000'], 'the training set (50,000 images) must hold at least one batch of 60,000'),
 ])
 def test_loader_benchmark_range_errors_are_one_line_and_log_nothing(flags, message, tmp_path):
-    argv = [sys.executable, '-m', 'cifar_loader.bench', *flags, '--out', str(tmp_path)]
+    argv = [sys.executable, '-m', 'airbench.bench', *flags, '--out', str(tmp_path)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and proc.stderr.startswith(f'error: {message}') and proc.stderr.count('\n') == 1
     assert not (tmp_path / 'bench').exists()

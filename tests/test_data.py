@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from cifar_loader.data import CACHE_FORMAT, CACHE_NAME, load_cifar10
+from airbench.data import CACHE_FORMAT, CACHE_NAME, load_cifar10
 from common.errors import UserError
 from common.files import STALE_SECONDS, atomic_write
 from conftest import FILES, REAL_CIFAR, ROOT, expected_split
@@ -118,7 +118,7 @@ def test_python_layout_wrong_count_and_garbage(python_cifar, cache_dir, tmp_path
 
 def test_without_data_dir_a_converted_copy_is_used_before_downloading(binary_cifar, cache_dir, monkeypatch, capsys):
     assert_same(load_cifar10(binary_cifar))  # converted into the cache as cifar10-<fingerprint>.pt
-    monkeypatch.setattr('cifar_loader.data.download_cifar10', lambda *a: pytest.fail('downloaded despite a cache'))
+    monkeypatch.setattr('airbench.data.download_cifar10', lambda *a: pytest.fail('downloaded despite a cache'))
     assert_same(load_cifar10())
     assert f"converted from {(binary_cifar / 'cifar-10-batches-bin').resolve()}" in capsys.readouterr().out
     assert_same(load_cifar10(cache_dir))  # the cache folder itself as --data-dir
@@ -179,7 +179,7 @@ def test_the_cache_is_readable_by_others_as_the_umask_allows(binary_cifar, cache
 
 def test_a_new_cache_format_converts_again_instead_of_failing(binary_cifar, cache_dir, monkeypatch):
     load_cifar10(binary_cifar)
-    monkeypatch.setattr('cifar_loader.data.CACHE_FORMAT', 'cifar10-uint8-v-next')
+    monkeypatch.setattr('airbench.data.CACHE_FORMAT', 'cifar10-uint8-v-next')
     assert_same(load_cifar10(binary_cifar))
     assert len(list(cache_dir.glob('cifar10-*.pt'))) == 1  # the old conversion of that folder is removed
 
@@ -246,7 +246,7 @@ def test_zeroed_bytes_in_a_converted_cache_are_refused_before_training(binary_ci
                f'delete it and run again with --data-dir {source}: it is rebuilt from that folder$')
     with pytest.raises(UserError, match=message):
         load_cifar10(binary_cifar)
-    monkeypatch.setattr('cifar_loader.data.download_cifar10', lambda *a: pytest.fail('downloaded over a damaged cache'))
+    monkeypatch.setattr('airbench.data.download_cifar10', lambda *a: pytest.fail('downloaded over a damaged cache'))
     with pytest.raises(UserError, match=message):
         load_cifar10()
     assert cache.read_bytes() == damaged  # refused, not repaired or replaced behind the user's back
@@ -268,7 +268,7 @@ def test_an_unloadable_cache_without_data_dir_is_named_not_reported_as_a_failed_
     load_cifar10(binary_cifar)
     [cache] = cache_dir.glob('cifar10-*.pt')
     zero_bytes(cache, 0)  # the zip header: torch.load fails
-    monkeypatch.setattr('cifar_loader.data.download_cifar10', lambda *a: pytest.fail('downloaded over a damaged cache'))
+    monkeypatch.setattr('airbench.data.download_cifar10', lambda *a: pytest.fail('downloaded over a damaged cache'))
     with pytest.raises(UserError, match=f'^{cache} is not a readable CIFAR-10 cache of this project .damaged.*: '
                                         'delete it and run again') as info:
         load_cifar10()

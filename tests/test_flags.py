@@ -1,7 +1,7 @@
 """Every hyp leaf is a flag; unknown flags and wrong types are errors, not silent no-ops."""
 import pytest
 
-import cifar_loader
+import airbench
 import stats
 import ternary
 from common.errors import UserError
@@ -9,7 +9,7 @@ from common.flags import Flags, Range, build_parser, parse_flags
 
 HYP = {'opt': {'lr': 10.0, 'epochs': 9.9, 'batch_size': 1024}, 'aug': {'flip': 'random', 'cutout': 0},
        'net': {'compile': True}}
-PACKAGES = (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS)  # as a rung's FLAGS
+PACKAGES = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS)  # as a rung's FLAGS
 FLAGS = PACKAGES + (Flags('test', ranges={'compile': Range(lambda v: isinstance(v, bool), 'true or false')}),)
 
 

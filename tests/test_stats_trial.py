@@ -326,12 +326,12 @@ def test_concurrent_appends_never_interleave(tmp_path):
 CHILD = '''"""main0_network.py: a stand-in rung whose two "GPUs" are faked, so --gpus runs on the CPU."""
 import os, sys
 sys.path.insert(0, {root!r})
-import cifar_loader, ternary
+import airbench, ternary
 import common.provenance, stats.trial
 from common.flags import parse_flags
 stats.trial.cuda_gpu_names = lambda device: ['Fake GPU', 'Fake GPU']
 common.provenance.device_name = lambda device: 'Fake GPU'
-hyp, args = parse_flags({hyp!r}, (stats.FLAGS, ternary.FLAGS, cifar_loader.FLAGS), sys.argv[1:])
+hyp, args = parse_flags({hyp!r}, (stats.FLAGS, ternary.FLAGS, airbench.FLAGS), sys.argv[1:])
 trial = stats.Trial(__file__, hyp, args)
 if trial.delegate_to_gpus():
     sys.exit(0)

@@ -66,7 +66,7 @@ quick)
 smoke)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
     job python -m pytest -q tests/test_ternary_kernels.py tests/test_ternary.py
-    job python -m cifar_loader.bench --data-dir "$DATA"
+    job python -m airbench.bench --data-dir "$DATA"
     job python -m ternary.bench
     for script in $LADDER train_resnet18.py ternary94.py; do runs "$script" 1; done ;;
 final)     runs main8_compile.py 50; runs main7_mirror.py 50 ;;

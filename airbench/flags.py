@@ -1,5 +1,5 @@
 """The loader's run flags and the ranges of the hyp leaves it reads: FLAGS, which a script passes to parse_flags."""
-from cifar_loader.augment import FLIPS
+from airbench.augment import FLIPS
 from common.errors import UserError
 from common.flags import Flag, Flags, Range, one_of
 
@@ -20,7 +20,7 @@ def check_subset_holds_a_batch(hyp, args):
                         f'lower --batch-size' + (' or raise --subset' if args.subset else ''))
 
 
-FLAGS = Flags('data (cifar_loader/)', run={
+FLAGS = Flags('data (airbench/)', run={
     'data_dir': Flag(None, 'folder with CIFAR-10 (binary or python layout, or a cache); default $CIFAR10_DIR, else '
                            'the cache, else a torchvision download: offline, this flag (or $CIFAR10_DIR) is needed'),
     'subset': Flag(0, 'use only the first N training and test images (0: all); for quick CPU checks', check_subset),

@@ -4,15 +4,15 @@ On CUDA batches are fp16 in channels_last memory order; on the CPU they are fp32
 also runs here. No worker processes and no per-batch CPU work. As in airbench94's loader, the first epoch
 after reseed() normalizes and reflect-pads the whole set once, inside the run's timer, and the run keeps it;
 unlike it, each batch is then one gather from that set that crops, flips and shuffles together
-(cifar_loader/augment.py), so an epoch reads and writes each image once instead of once per step.
+(airbench/augment.py), so an epoch reads and writes each image once instead of once per step.
 """
 import copy
 
 import torch
 
-from cifar_loader.augment import (FLIPS, alternating_flip_mask, batch_crop, batch_cutout_, crop_windows,
+from airbench.augment import (FLIPS, alternating_flip_mask, batch_crop, batch_cutout_, crop_windows,
                                   pad_and_mirror, random_flip_mask, random_offsets, random_squares, window_columns)
-from cifar_loader.data import load_cifar10
+from airbench.data import load_cifar10
 from common.errors import UserError
 
 # Channel statistics of the 50,000 training images (pixel / 255), as published with the dataset.
@@ -22,7 +22,7 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 class CifarLoader:
     """train=True shuffles each epoch and drops the last partial batch (a test loader does neither); flip,
-    translate and cutout augment training batches (cifar_loader/augment.py). reseed(seed) starts a run."""
+    translate and cutout augment training batches (airbench/augment.py). reseed(seed) starts a run."""
 
     def __init__(self, images, labels, batch_size, device, train=False, flip='none', translate=0, cutout=0):
         if flip not in FLIPS:

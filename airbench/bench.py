@@ -1,6 +1,6 @@
 """Benchmark (not a test): CifarLoader's epochs against the augmentation it replaced, in images/s and bytes moved.
 
-python -m cifar_loader.bench [--data-dir DIR] [--epochs 10] [--translate 2] [--cutout 0] [--flip alternating]
+python -m airbench.bench [--data-dir DIR] [--epochs 10] [--translate 2] [--cutout 0] [--flip alternating]
                                 [--batch-size 1024] [--subset 0]
 
 Both sides run in one process, on one device, over the same training images (all 50,000 unless --subset):
@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from cifar_loader.augment import alternating_flip_mask, random_flip_mask, random_squares
+from airbench.augment import alternating_flip_mask, random_flip_mask, random_squares
 from common.errors import install_excepthook
 from common.flags import Parser, check_ranges
-from cifar_loader.flags import FLAGS
-from cifar_loader.loader import CifarLoader, load_data
+from airbench.flags import FLAGS
+from airbench.loader import CifarLoader, load_data
 from common.table import Timer
 
 aten = torch.ops.aten
@@ -241,7 +241,7 @@ def main():
     from stats.bench import record_bench  # the results log lives in stats/, which the loader does not need
     settings = {key: getattr(args, key) for key in ('epochs', 'batch_size', 'flip', 'translate', 'cutout', 'subset')}
     measurements = {**results['loader (new)'], 'reference': results['reference (old)'],
-                    'bytes': 'logical: aten-op reads + writes (cifar_loader.bench.ByteCounter)'}
+                    'bytes': 'logical: aten-op reads + writes (airbench.bench.ByteCounter)'}
     print('appended to ' + str(record_bench('loader', device, measurements, settings, args.out)))
 
 
