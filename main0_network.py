@@ -22,7 +22,9 @@ import stats
 import ternary
 from airbench import CifarLoader, load_data
 from common.flags import Flags, one_of, parse_flags
-from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
+from common.precision import autocast, input_dtype
+from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
+                          reset_peak_memory)
 
 torch.backends.cudnn.benchmark = True
 
@@ -49,6 +51,7 @@ hyp = {
         'bn_momentum': 0.1,         # PyTorch convention: weight of the new batch statistics
         'logit_scale': 1 / 9,       # scales the classifier's output
         'tta_level': 1,             # 0: plain eval, 1: average with the mirror image
+        'dtype': 'auto',            # 'auto', 'fp32', 'bf16' or 'fp16' (common/precision.py)
     },
 }
 
@@ -113,10 +116,11 @@ class Net(nn.Module):
 
 
 def make_net(net, device):
-    """Net from hyp['net']; on CUDA in fp16 and channels_last, its BatchNorms kept in fp32."""
+    """Net from hyp['net'], channels_last; with dtype fp16 (common/precision.py) its BatchNorms stay fp32."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
-    if device == 'cuda':
-        model = model.half().to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    if net['dtype'] == 'fp16':
+        model = model.half()
         for module in model.modules():
             if isinstance(module, BatchNorm):
                 module.float()
@@ -171,7 +175,8 @@ def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):
 
 def epoch_row(run, epoch, loss, outputs, labels, timer):
     train_acc = (outputs.argmax(1) == labels).float().mean().item()
-    return dict(run=run, epoch=epoch, train_loss=loss.item() / len(labels), train_acc=train_acc,
+    train_loss = check_finite_loss(run, epoch, loss.item() / len(labels))  # a diverged run stops, unlogged
+    return dict(run=run, epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                 time_seconds=timer.seconds)
 
 #############################################
@@ -180,14 +185,14 @@ def epoch_row(run, epoch, loss, outputs, labels, timer):
 
 def infer_views(model, inputs, tta_level):
     if tta_level == 0:
-        return model(inputs).clone()  # kept while the next batch runs: a CUDA graph's replay would overwrite it
-    return 0.5 * model(inputs) + 0.5 * model(inputs.flip(-1))  # each output used before the next call
+        return model(inputs).float().clone()  # kept while the next batch runs: a CUDA graph's replay overwrites it
+    return 0.5 * model(inputs).float() + 0.5 * model(inputs.flip(-1)).float()  # read before the next call
 
 
-def evaluate(model, loader, tta_level=0):
+def evaluate(model, loader, dtype, tta_level=0):
     """Test accuracy; with tta_level > 0 the logits of several views of each image are averaged."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(loader.device.type, dtype):
         images = loader.normalize(loader.images)  # timed in the final eval, as in airbench
         logits = torch.cat([infer_views(model, batch, tta_level) for batch in images.split(2000)])
     return (logits.argmax(1) == loader.labels).sum().item() / len(loader.labels)  # exact: 9,400 of 10,000 is 0.94
@@ -219,8 +224,9 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
         model.train()
         with timer:
             for inputs, labels in train_loader:
-                outputs = model(inputs)
-                loss = loss_fn(outputs, labels, inputs).sum()
+                with autocast(device, hyp['net']['dtype']):  # per step: autocast keeps its weight copies per region
+                    outputs = model(inputs)
+                    loss = loss_fn(outputs, labels, inputs).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -229,10 +235,10 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
                 if step == total_steps:
                     break
         row = epoch_row(run, epoch, loss, outputs, labels, timer)  # before evaluate runs the model again
-        val_acc = row['val_acc'] = evaluate(model, test_loader)
+        val_acc = row['val_acc'] = evaluate(model, test_loader, hyp['net']['dtype'])
         print_table_row(row)
     with timer:
-        tta_val_acc = evaluate(model, test_loader, hyp['net']['tta_level'])
+        tta_val_acc = evaluate(model, test_loader, hyp['net']['dtype'], hyp['net']['tta_level'])
     print_table_row(dict(run=run, epoch='eval', val_acc=val_acc, tta_val_acc=tta_val_acc, time_seconds=timer.seconds))
     return dict(run=run, seed=seed, epochs=epochs, val_acc=val_acc, tta_val_acc=tta_val_acc,
                 time_seconds=timer.seconds, peak_memory_bytes=peak_memory_bytes(device))
@@ -250,9 +256,10 @@ def prepare(hyp, args):
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])
-    train_loader = CifarLoader(*data['train'], batch_size, args.device, **augment)
+    batches = input_dtype(hyp['net']['dtype'])  # fp16 batches for fp16 weights, else fp32
+    train_loader = CifarLoader(*data['train'], batch_size, args.device, dtype=batches, **augment)
     warmup_loader = train_loader.with_labels(torch.randint_like(train_loader.labels, 10))  # shares the images
-    test_loader = CifarLoader(*data['test'], 2000, args.device)
+    test_loader = CifarLoader(*data['test'], 2000, args.device, dtype=batches)
     return model, loss_fn, train_loader, test_loader, warmup_loader
 
 #############################################

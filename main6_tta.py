@@ -22,7 +22,9 @@ import stats
 import ternary
 from airbench import CifarLoader, load_data
 from common.flags import parse_flags  # [tta] no narrower tta_level range to declare
-from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
+from common.precision import autocast, input_dtype
+from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
+                          reset_peak_memory)
 
 torch.backends.cudnn.benchmark = True
 
@@ -53,6 +55,7 @@ hyp = {
         'bn_momentum': 0.4,         # [lookahead] retuned to keep up with it; weight of the new batch statistics
         'logit_scale': 1 / 9,       # scales the classifier's output
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
+        'dtype': 'auto',            # 'auto', 'fp32', 'bf16' or 'fp16' (common/precision.py)
     },
 }
 
@@ -124,10 +127,11 @@ class Net(nn.Module):
 
 
 def make_net(net, device):
-    """Net from hyp['net']; on CUDA in fp16 and channels_last, its BatchNorms kept in fp32."""
+    """Net from hyp['net'], channels_last; with dtype fp16 (common/precision.py) its BatchNorms stay fp32."""
     model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
-    if device == 'cuda':
-        model = model.half().to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    if net['dtype'] == 'fp16':
+        model = model.half()
         for module in model.modules():
             if isinstance(module, BatchNorm):
                 module.float()
@@ -218,7 +222,8 @@ def ema_decay(step, total_steps, opt):  # [lookahead] (step/total)^3: the slow w
 
 def epoch_row(run, epoch, loss, outputs, labels, timer):
     train_acc = (outputs.argmax(1) == labels).float().mean().item()
-    return dict(run=run, epoch=epoch, train_loss=loss.item() / len(labels), train_acc=train_acc,
+    train_loss = check_finite_loss(run, epoch, loss.item() / len(labels))  # a diverged run stops, unlogged
+    return dict(run=run, epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                 time_seconds=timer.seconds)
 
 #############################################
@@ -227,19 +232,19 @@ def epoch_row(run, epoch, loss, outputs, labels, timer):
 
 def infer_views(model, inputs, tta_level):
     if tta_level == 0:
-        return model(inputs).clone()  # kept while the next batch runs: a CUDA graph's replay would overwrite it
+        return model(inputs).float().clone()  # kept while the next batch runs: a CUDA graph's replay overwrites it
     if tta_level == 1:
-        return 0.5 * model(inputs) + 0.5 * model(inputs.flip(-1))  # each output used before the next call
+        return 0.5 * model(inputs).float() + 0.5 * model(inputs.flip(-1)).float()  # read before the next call
     # [tta] the mirror pair, plus the mirror pairs of both one-pixel diagonal shifts (airbench)
     padded = F.pad(inputs, (1, 1, 1, 1), mode='reflect')
     shifted = [padded[..., :-2, :-2], padded[..., 2:, 2:]]
     return 0.5 * infer_views(model, inputs, 1) + 0.25 * sum(infer_views(model, x, 1) for x in shifted)
 
 
-def evaluate(model, loader, tta_level=0):
+def evaluate(model, loader, dtype, tta_level=0):
     """Test accuracy; with tta_level > 0 the logits of several views of each image are averaged."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(loader.device.type, dtype):
         images = loader.normalize(loader.images)  # timed in the final eval, as in airbench
         logits = torch.cat([infer_views(model, batch, tta_level) for batch in images.split(2000)])
     return (logits.argmax(1) == loader.labels).sum().item() / len(loader.labels)  # exact: 9,400 of 10,000 is 0.94
@@ -277,8 +282,9 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
         model.whiten.bias.requires_grad_(epoch < hyp['opt']['whiten_bias_epochs'])
         with timer:
             for inputs, labels in train_loader:
-                outputs = model(inputs)
-                loss = loss_fn(outputs, labels, inputs).sum()
+                with autocast(device, hyp['net']['dtype']):  # per step: autocast keeps its weight copies per region
+                    outputs = model(inputs)
+                    loss = loss_fn(outputs, labels, inputs).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -291,10 +297,10 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
                         lookahead.update(model, decay=1.0)  # [lookahead] end on the slow weights
                     break
         row = epoch_row(run, epoch, loss, outputs, labels, timer)  # before evaluate runs the model again
-        val_acc = row['val_acc'] = evaluate(model, test_loader)
+        val_acc = row['val_acc'] = evaluate(model, test_loader, hyp['net']['dtype'])
         print_table_row(row)
     with timer:
-        tta_val_acc = evaluate(model, test_loader, hyp['net']['tta_level'])
+        tta_val_acc = evaluate(model, test_loader, hyp['net']['dtype'], hyp['net']['tta_level'])
     print_table_row(dict(run=run, epoch='eval', val_acc=val_acc, tta_val_acc=tta_val_acc, time_seconds=timer.seconds))
     return dict(run=run, seed=seed, epochs=epochs, val_acc=val_acc, tta_val_acc=tta_val_acc,
                 time_seconds=timer.seconds, peak_memory_bytes=peak_memory_bytes(device))
@@ -312,9 +318,10 @@ def prepare(hyp, args):
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'])
-    train_loader = CifarLoader(*data['train'], batch_size, args.device, **augment)
+    batches = input_dtype(hyp['net']['dtype'])  # fp16 batches for fp16 weights, else fp32
+    train_loader = CifarLoader(*data['train'], batch_size, args.device, dtype=batches, **augment)
     warmup_loader = train_loader.with_labels(torch.randint_like(train_loader.labels, 10))  # shares the images
-    test_loader = CifarLoader(*data['test'], 2000, args.device)
+    test_loader = CifarLoader(*data['test'], 2000, args.device, dtype=batches)
     return model, loss_fn, train_loader, test_loader, warmup_loader
 
 #############################################

@@ -21,8 +21,10 @@ import airbench
 import stats
 import ternary
 from airbench import CifarLoader, load_data
-from common.flags import parse_flags
-from common.table import Timer, peak_memory_bytes, print_table_header, print_table_row, reset_peak_memory
+from common.flags import Flags, one_of, parse_flags
+from common.precision import autocast, input_dtype
+from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
+                          reset_peak_memory)
 
 torch.backends.cudnn.benchmark = True
 
@@ -46,11 +48,13 @@ hyp = {
     'net': {
         'width': 64,                # channels of the stem and first stage; doubled at each later stage
         'tta_level': 2,             # 0: plain, 1: with mirror, 2: six views (as main6_tta.py)
+        'dtype': 'auto',            # 'auto', 'fp32' or 'bf16' (common/precision.py); no fp16: see make_net
     },
 }
 
 # The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
-FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS)
+FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS,
+         Flags('this script', ranges={'dtype': one_of('auto', 'fp32', 'bf16')}))
 
 #############################################
 #            Network Components             #
@@ -99,13 +103,10 @@ class ResNet18(nn.Module):
 
 
 def make_net(net, device):
-    """fp32 weights; on CUDA the forward runs in bf16 autocast (main()), with channels_last convs.
-    Not the whole net in fp16 as the rungs (and airbench) do: this recipe's decay step alone, lr * weight_decay =
+    """fp32 weights in channels_last; with dtype bf16 (auto on CUDA) the forward runs in bf16 autocast (main()).
+    No fp16 weights, as the rungs (and airbench) have: this recipe's decay step alone, lr * weight_decay =
     1e-4 of a weight, is below half an fp16 ulp (2^-11), so fp16 weights would lose the decay to rounding."""
-    model = ResNet18(net['width']).to(device)
-    if device == 'cuda':
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return ResNet18(net['width']).to(device).to(memory_format=torch.channels_last)
 
 #############################################
 #              Initialization               #
@@ -143,7 +144,8 @@ def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):
 
 def epoch_row(run, epoch, loss, outputs, labels, timer):
     train_acc = (outputs.argmax(1) == labels).float().mean().item()
-    return dict(run=run, epoch=epoch, train_loss=loss.item(), train_acc=train_acc, time_seconds=timer.seconds)
+    train_loss = check_finite_loss(run, epoch, loss.item())  # a diverged run stops, unlogged
+    return dict(run=run, epoch=epoch, train_loss=train_loss, train_acc=train_acc, time_seconds=timer.seconds)
 
 #############################################
 #                Evaluation                 #
@@ -159,17 +161,13 @@ def infer_views(model, inputs, tta_level):
     return 0.5 * infer_views(model, inputs, 1) + 0.25 * sum(infer_views(model, x, 1) for x in shifted)
 
 
-def evaluate(model, loader, tta_level=0):
+def evaluate(model, loader, dtype, tta_level=0):
     """Test accuracy; with tta_level > 0 the logits of several views of each image are averaged."""
     model.eval()
-    with torch.no_grad(), autocast(loader.device.type):
+    with torch.no_grad(), autocast(loader.device.type, dtype):
         images = loader.normalize(loader.images)  # timed in the final eval, as in airbench
         logits = torch.cat([infer_views(model, batch, tta_level).float() for batch in images.split(1000)])
     return (logits.argmax(1) == loader.labels).sum().item() / len(loader.labels)  # exact: 9,400 of 10,000 is 0.94
-
-
-def autocast(device):
-    return torch.autocast('cuda', dtype=torch.bfloat16, enabled=device == 'cuda')
 
 #############################################
 #                 Training                  #
@@ -198,9 +196,9 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
         model.train()
         with timer:
             for inputs, labels in train_loader:
-                with autocast(device):
+                with autocast(device, hyp['net']['dtype']):  # per step: autocast keeps its weight copies per region
                     outputs = model(inputs)
-                loss = loss_fn(outputs.float(), labels, inputs).mean()
+                    loss = loss_fn(outputs, labels, inputs).mean()  # autocast computes the loss in fp32
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -209,10 +207,10 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
                 if step == total_steps:
                     break
         row = epoch_row(run, epoch, loss, outputs, labels, timer)  # before evaluate runs the model again
-        val_acc = row['val_acc'] = evaluate(model, test_loader)
+        val_acc = row['val_acc'] = evaluate(model, test_loader, hyp['net']['dtype'])
         print_table_row(row)
     with timer:
-        tta_val_acc = evaluate(model, test_loader, hyp['net']['tta_level'])
+        tta_val_acc = evaluate(model, test_loader, hyp['net']['dtype'], hyp['net']['tta_level'])
     print_table_row(dict(run=run, epoch='eval', val_acc=val_acc, tta_val_acc=tta_val_acc, time_seconds=timer.seconds))
     return dict(run=run, seed=seed, epochs=epochs, val_acc=val_acc, tta_val_acc=tta_val_acc,
                 time_seconds=timer.seconds, peak_memory_bytes=peak_memory_bytes(device))
@@ -230,9 +228,10 @@ def prepare(hyp, args):
     data = load_data(args)
     aug, batch_size = hyp['aug'], hyp['opt']['batch_size']
     augment = dict(train=True, flip=aug['flip'], translate=aug['translate'], cutout=aug['cutout'])
-    train_loader = CifarLoader(*data['train'], batch_size, args.device, **augment)
+    batches = input_dtype(hyp['net']['dtype'])  # fp32: autocast casts at each conv
+    train_loader = CifarLoader(*data['train'], batch_size, args.device, dtype=batches, **augment)
     warmup_loader = train_loader.with_labels(torch.randint_like(train_loader.labels, 10))  # shares the images
-    test_loader = CifarLoader(*data['test'], 1000, args.device)
+    test_loader = CifarLoader(*data['test'], 1000, args.device, dtype=batches)
     return model, loss_fn, train_loader, test_loader, warmup_loader
 
 #############################################

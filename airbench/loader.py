@@ -1,10 +1,10 @@
 """CifarLoader: the whole uint8 dataset kept on the device, normalized and augmented one run at a time.
 
-On CUDA batches are fp16 in channels_last memory order; on the CPU they are fp32, so every script and test
-also runs here. No worker processes and no per-batch CPU work. As in airbench94's loader, the first epoch
-after reseed() normalizes and reflect-pads the whole set once, inside the run's timer, and the run keeps it;
-unlike it, each batch is then one gather from that set that crops, flips and shuffles together
-(airbench/augment.py), so an epoch reads and writes each image once instead of once per step.
+Batches are in channels_last memory order, in `dtype`: by default fp16 on CUDA and fp32 on the CPU; a script
+passes the one its weights need (common/precision.py input_dtype). No worker processes and no per-batch CPU
+work. As in airbench94's loader, the first epoch after reseed() normalizes and reflect-pads the whole set once,
+inside the run's timer, and the run keeps it; unlike it, each batch is then one gather from that set that crops,
+flips and shuffles together (airbench/augment.py), so an epoch reads and writes each image once instead of once per step.
 """
 import copy
 
@@ -24,11 +24,12 @@ class CifarLoader:
     """train=True shuffles each epoch and drops the last partial batch (a test loader does neither); flip,
     translate and cutout augment training batches (airbench/augment.py). reseed(seed) starts a run."""
 
-    def __init__(self, images, labels, batch_size, device, train=False, flip='none', translate=0, cutout=0):
+    def __init__(self, images, labels, batch_size, device, train=False, flip='none', translate=0, cutout=0,
+                 dtype=None):
         if flip not in FLIPS:
             raise UserError(f"flip must be one of {', '.join(FLIPS)}, got '{flip}'")
         self.device = torch.device(device)
-        self.dtype = torch.float16 if self.device.type == 'cuda' else torch.float32
+        self.dtype = dtype or (torch.float16 if self.device.type == 'cuda' else torch.float32)
         # uint8 NHWC in memory, seen as NCHW: that is exactly the channels_last layout the convs want.
         self.images = images.to(self.device).permute(0, 3, 1, 2)
         self.labels = labels.to(self.device)

@@ -7,6 +7,7 @@ The next write of that target (and every load of the data cache) removes such le
 this host whose process no longer runs, and any not written to for STALE_SECONDS, which covers a writer on
 another host of a shared folder and the files of versions that did not name their pid. A concurrent writer's
 file is kept: its process runs, and it writes far more often than that (one save takes seconds).
+read_utf8 reads a text file a user may have saved in another encoding.
 """
 import contextlib
 import glob
@@ -17,6 +18,8 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+
+from common.errors import UserError
 
 STALE_SECONDS = 3600  # a cache save takes seconds, even on a slow network file system
 PARTIAL_NAME = re.compile(r'\..+\.partial-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+')  # mkstemp adds [a-z0-9_]+
@@ -83,6 +86,17 @@ def scratch_folder(path):
         yield Path(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def read_utf8(path, fix):
+    """A text file's contents. One that is not UTF-8 (saved as Latin-1, a binary file) is a one-line UserError
+    naming the file, its line and `fix` (what to do), not a UnicodeDecodeError traceback."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        line = data.count(b'\n', 0, exc.start) + 1
+        raise UserError(f'{path} line {line} is not UTF-8 text (byte {data[exc.start]:#04x}): {fix}') from None
 
 
 @contextlib.contextmanager

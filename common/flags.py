@@ -16,6 +16,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 from common.errors import UsageError, UserError, install_excepthook
+from common.precision import DTYPES, resolve_dtype
 
 
 class Flag(NamedTuple):
@@ -83,7 +84,7 @@ COMMON = Flags('run', run={
     'whiten_bias_epochs': at_least(0), 'ema_every': at_least(1), 'ema_decay': fraction(),
     'block1': at_least(1), 'block2': at_least(1), 'block3': at_least(1), 'width': at_least(1),
     'bn_momentum': fraction(), 'logit_scale': positive(), 'tta_level': one_of(0, 1, 2),
-    'compile_mode': one_of(*COMPILE_MODES),
+    'compile_mode': one_of(*COMPILE_MODES), 'dtype': one_of(*DTYPES),
 })
 
 
@@ -211,6 +212,21 @@ def cuda_available():
     return available
 
 
+def resolve_dtype_leaf(hyp, device, allowed):
+    """A `dtype` leaf of 'auto' becomes the device's choice among the script's allowed formats
+    (common/precision.py), so the resolved hyp that every row stores, and the log's name, say which format the
+    run trained in; fp16 is refused on the CPU."""
+    for path, value in flag_leaves(hyp):
+        if path[-1] == 'dtype':
+            node = hyp
+            for key in path[:-1]:
+                node = node[key]
+            node['dtype'] = resolve_dtype(value, device, allowed=allowed.choices if allowed else DTYPES)
+            if node['dtype'] == 'fp16' and device == 'cpu':
+                raise UserError('--dtype fp16 needs a CUDA GPU (the CPU has no fast fp16 convs): use --dtype bf16 '
+                                'or fp32 on the CPU, or leave --dtype auto')
+
+
 def resolve_device(name):
     available = cuda_available()
     if name == 'auto':
@@ -243,6 +259,7 @@ def parse_flags(hyp, flags=(), argv=None, description=None, defaults=None):
     run_flags = merge(flags)[0]
     check_dependent_flags(args, run_flags, {name: flag.default for name, flag in run_flags.items()} | (defaults or {}))
     args.device = resolve_device(args.device)
+    resolve_dtype_leaf(resolved, args.device, merge(flags)[1].get('dtype'))
     # --data-dir stays None when only $CIFAR10_DIR is set: the loader reads the variable and names it in errors.
     print('hyp: ' + json.dumps(resolved))
     print('run: ' + json.dumps(vars(args)))

@@ -8,6 +8,7 @@ need it, so importing this module does not load it.
 import datetime
 import hashlib
 import importlib.metadata
+import os
 import platform
 import re
 import subprocess
@@ -67,6 +68,29 @@ def gpu_info(device):
     return (mine or gpus or [{}])[0]
 
 
+def cpu_model_name():
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text(errors='replace').splitlines():
+            if line.startswith('model name'):
+                return line.partition(':')[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or 'unknown'
+
+
+def cpu_info():
+    """The host CPU, so a CPU figure can be traced to its machine: model name, the instruction set torch's kernels
+    use, whether it has native bf16 (AMX or AVX-512 BF16), its cores and torch's thread count."""
+    import torch
+    from common.precision import cpu_flags, native_bf16
+    flags = cpu_flags()
+    return {'model': cpu_model_name(), 'torch_isa': torch.backends.cpu.get_cpu_capability(),
+            'native_bf16': native_bf16(flags), 'amx_bf16': 'amx_bf16' in flags, 'avx512_bf16': 'avx512_bf16' in flags,
+            'cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
+            'torch_threads': torch.get_num_threads()}
+
+
 def file_sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -104,7 +128,7 @@ def git_commit(folder, ignore=None):
 
 def provenance(script, device, out, name=None):
     """The fields of a results row that say where it came from: date, device, git_commit, script_sha256,
-    versions, gpu_info, in that order. A trial or a side-by-side takes them once at its start, so the hash is
+    versions, gpu_info, cpu_info, in that order. A trial or a side-by-side takes them once at its start, so the hash is
     of the code this process loaded, and gives each row its own date.
 
     script: the file whose sha256 is logged and whose repository gives the commit; None for a benchmark row,
@@ -115,4 +139,4 @@ def provenance(script, device, out, name=None):
     fields = {'date': utc_now(), 'device': name or device_name(device), 'git_commit': git_commit(folder, out)}
     if script is not None:
         fields['script_sha256'] = file_sha256(script)
-    return {**fields, 'versions': versions(), 'gpu_info': gpu_info(device)}
+    return {**fields, 'versions': versions(), 'gpu_info': gpu_info(device), 'cpu_info': cpu_info()}

@@ -3,10 +3,13 @@
 Columns: run | epoch | train_loss | train_acc | val_acc | tta_val_acc | time_seconds. Rows come from an
 explicit dict; a missing entry prints blank.
 """
+import math
 import sys
 import time
 
 import torch
+
+from common.errors import UserError
 
 COLUMNS = ['run', 'epoch', 'train_loss', 'train_acc', 'val_acc', 'tta_val_acc', 'time_seconds']
 WIDTH = 12
@@ -28,6 +31,15 @@ def print_table_row(row):
     if unknown:
         raise KeyError(f'not table columns: {sorted(unknown)}')
     print('| ' + ' | '.join(format_cell(row.get(name)).rjust(WIDTH) for name in COLUMNS) + ' |', flush=True)
+
+
+def check_finite_loss(run, epoch, train_loss):
+    """train_loss, or a one-line stop when it is NaN or infinite. A diverged run is no result: it is not logged,
+    so no statistic ever counts it, and the runs finished before it stay in the log."""
+    if not math.isfinite(train_loss):
+        raise UserError(f'run {run} diverged: its training loss is {train_loss} at epoch {epoch}, so it is not logged '
+                        '(the runs before it are): lower --lr, or check the --teacher checkpoint')
+    return train_loss
 
 
 class Timer:

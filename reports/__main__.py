@@ -6,7 +6,7 @@ from pathlib import Path
 from common.errors import UsageError, UserError
 from common.flags import Parser
 from reports.figure import plot_ladder
-from reports.ladder import ladder_problems, ladder_steps
+from reports.ladder import check_root, ladder_problems, ladder_steps
 from reports.sidebyside import format_pairs, run_pairs, summarize_pairs
 from reports.table import update_readme
 from stats.log import config_of, merge_shards, read_rows
@@ -14,6 +14,8 @@ from stats.summary import compare, describe, format_comparison, format_summary, 
 
 
 def read_log(path):
+    if Path(path).is_dir():
+        raise UserError(f'{path} is a folder, not a results log: pass the .jsonl files in it, e.g. {path}/*/*.jsonl')
     if not Path(path).is_file():
         raise UserError(f'{path} does not exist')
     rows = read_rows(path)
@@ -62,6 +64,7 @@ def figure_command(opts):
 
 
 def ladder_command(opts):
+    check_root(opts.root)
     for rung, added, removed in ladder_steps(opts.root):
         print(f'{rung.script:<20} {"[" + rung.tag + "]":<12} +{added:<3} -{removed:<3} {rung.feature}')
     problems = ladder_problems(opts.root)

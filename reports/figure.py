@@ -1,8 +1,9 @@
 """Time against accuracy for every rung, full precision and ternary, with 95% confidence intervals.
 
 One panel per hardware (timings are compared within one device only). matplotlib is optional: without it the
-command says how to install it and does nothing else.
+command fails with one line saying how to install it.
 """
+from common.errors import UserError
 from reports.ladder import LADDER, find_rung
 from reports.table import collect, script_order
 from stats.summary import TARGET, describe
@@ -43,16 +44,19 @@ def draw_panel(axes, logs):
 
 
 def plot_ladder(results, out, include_cpu=False):
-    """Writes the figure to `out`; returns the message to print."""
+    """Writes the figure to `out`; returns the message to print. No figure is a UserError: a script that asked
+    for one must see it fail, not exit 0."""
+    found = collect(results, include_cpu)
+    if not found:
+        which = (f'logs under {results}' if include_cpu
+                 else f'GPU logs under {results} (CPU smoke-test logs need --include-cpu)')
+        raise UserError(f'nothing to plot: no {which}: run a rung first, or pass --results DIR')
     try:
         import matplotlib
         matplotlib.use('Agg')  # files only, no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        return MISSING
-    found = collect(results, include_cpu)
-    if not found:
-        return f'nothing to plot: no GPU logs under {results}'
+        raise UserError(MISSING) from None
     fig, axes = plt.subplots(1, len(found), figsize=(6 * len(found), 4.5), squeeze=False)
     for panel, hardware in zip(axes[0], sorted(found)):
         draw_panel(panel, found[hardware])

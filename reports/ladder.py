@@ -25,6 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+from common.errors import UserError
+from common.files import read_utf8
+
 MAX_CHANGED_LINES = 80
 
 
@@ -213,6 +216,21 @@ def step_problems(rung, parent_text, text):
     if not has_tag_comment(added, rung.tag):
         problems.append(f'{rung.script}: no added line has a "# [{rung.tag}]" comment marking the feature')
     return problems + drift_problems(rung, parent_text, text)
+
+
+def check_root(root):
+    """One line for a --root that cannot hold the ladder: not a problem per missing rung, nor a traceback for a
+    rung file that is not UTF-8 text."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f'--root {root} is not a folder: pass the folder holding the rung scripts '
+                        f'({LADDER[0].script} ...)')
+    present = [root / rung.script for rung in LADDER + STANDALONE if (root / rung.script).is_file()]
+    if not present:
+        raise UserError(f'--root {root} holds none of the rung scripts ({LADDER[0].script} to {LADDER[-1].script}): '
+                        'pass the folder holding them')
+    for path in present:
+        read_utf8(path, 'save it as UTF-8')
 
 
 def read_sources(root, rungs):

@@ -7,11 +7,14 @@ the name) shows its gap to 'full': the same script's, or for a standalone script
 its parent's.
 Rows follow the ladder, then the standalone scripts, then any other script. CPU logs are smoke tests, not
 evidence, and are left out unless asked for.
-The block between the markers is rewritten whole; everything else in the README is kept byte for byte.
+The block between the markers is rewritten whole; everything else in the README is kept byte for byte. The new
+README replaces the old in one step, so a failed write leaves the old one as it was.
 """
+import os
 from pathlib import Path
 
 from common.errors import UserError
+from common.files import atomic_write, read_utf8
 from reports.ladder import SCRIPTS, STANDALONE, find_rung
 from reports.sidebyside import summarize_pairs
 from stats.bench import BENCH
@@ -50,7 +53,7 @@ def collect(results, include_cpu=False):
     for path in sorted(Path(results).glob('*/*.jsonl')):
         script, variant, hardware = parse_log_name(path)
         if (path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path) or not hardware
-                or (hardware == 'cpu' and not include_cpu)):
+                or (hardware.startswith('cpu') and not include_cpu)):
             continue
         rows = read_rows(path)
         if rows:
@@ -89,6 +92,8 @@ def format_accuracy(s):
 def format_verdict(s):
     if s.n < 2:
         return 'n < 2'
+    if s.std == 0:  # the t-test is degenerate (stats.summary.verdict)
+        return f'untested: all {s.n} runs equal'
     return ('yes' if s.p < 0.05 else 'no') + f', {format_p(s.p)}'
 
 
@@ -163,10 +168,24 @@ def update_readme(results, readme, check=False, include_cpu=False):
     """Rewrites the README's table (check=False) or only compares it. Returns True when it was stale."""
     readme = Path(readme)
     if not readme.is_file():
-        raise UserError(f'{readme} does not exist: pass --readme PATH')
-    text = readme.read_text()
+        raise UserError(f'{readme} does not exist' + (' (it is a folder)' if readme.is_dir() else '')
+                        + ': pass --readme PATH')
+    text = read_utf8(readme, 'save it as UTF-8, or pass --readme PATH')
     new = replace_block(text, make_block(results, include_cpu), readme)
     if new != text and not check:
-        readme.write_text(new)
+        write_readme(readme, new)
     return new != text
 
+
+def write_readme(readme, text):
+    """Replaces the README in one step (common/files.py), so a full disk or a stop leaves the old one whole."""
+    # The rename needs only the folder's permission, and root passes os.access: the mode bits say read-only.
+    if not readme.stat().st_mode & 0o222 or not os.access(readme, os.W_OK):
+        raise UserError(f'{readme} is read-only: make it writable (chmod u+w {readme}) or pass --readme PATH; '
+                        f'{readme.name} was left as it was')
+    try:
+        with atomic_write(readme) as partial:
+            Path(partial).write_bytes(text.encode('utf-8'))
+    except OSError as exc:
+        raise UserError(f'cannot write {readme} ({exc.strerror or exc}): {readme.name} was left as it was; free '
+                        'some space (or fix the permissions) and run python -m reports table again') from None

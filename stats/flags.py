@@ -21,6 +21,12 @@ def parse_shard(text):
     return int(match[1]), int(match[2])
 
 
+def check_out(folder):
+    # Path('') is the current folder: an empty --out (an unset shell variable) would scatter logs there.
+    if not str(folder).strip():
+        raise UserError("--out is empty: pass the folder of the results logs, e.g. --out results")
+
+
 def check_variant(name):
     if name is None:  # the default, named after --ternary and --teacher (trial.default_variant)
         return None
@@ -29,6 +35,18 @@ def check_variant(name):
         raise UserError(f"--variant must be a file-name-safe word like 'lr12' or 'no-tta' (letters, digits, . - "
                         f"and single _), got '{name}'")
     return name
+
+
+SEED_LIMIT = 2 ** 63  # torch.manual_seed takes 64-bit seeds; below 2**63 one reads the same signed or unsigned
+
+
+def check_seed_range(hyp, args):
+    """Runs use seeds seed .. seed + runs - 1: all must fit torch's seed, or a run fails after the data has loaded.
+    FLAGS' check, as it needs --runs too (already checked to be >= 1 by then)."""
+    last = args.seed + args.runs - 1
+    if args.seed < 0 or last >= SEED_LIMIT:
+        raise UserError(f'--seed must be >= 0 and --seed + --runs - 1 below 2**63 ({SEED_LIMIT:,}, the range of '
+                        f'torch.manual_seed), got seeds {args.seed} .. {last}: pass a --seed in that range')
 
 
 def check_gpus_format(text):
@@ -41,9 +59,9 @@ FLAGS = Flags('trials (stats/)', run={
     'runs': Flag(1, 'number of timed runs (seeds) to do after the warm-up run', check_runs),
     'resume': Flag(False, 'do only those of seeds seed .. seed+runs-1 the log lacks: finish a job that was cut off'),
     'seed': Flag(0, 'seed of the first run; run r of a trial uses seed + r'),
-    'out': Flag('results', 'folder of the JSONL results logs'),
+    'out': Flag('results', 'folder of the JSONL results logs', check_out),
     'variant': Flag(None, "name of this configuration's log (default: full, ternary or ternary-kd)", check_variant),
     'force': Flag(False, 'append to a log that holds a different configuration'),
     'shard': Flag(None, "K/N: do the K-th of N slices of the seeds (cluster job arrays)", parse_shard),
     'gpus': Flag(None, "'all' or a list like 0,1: one process per GPU, all writing to one log", check_gpus_format),
-})
+}, check=check_seed_range)

@@ -5,10 +5,11 @@ The K-th slice of a cluster job array writes {variant}__{hardware}.shard-K-of-N.
 share a file over a network file system; `python -m reports merge` later appends their rows to the main log.
 
 Writing. A row is one line, written with one os.write to a file opened with O_APPEND while holding an
-exclusive flock, so the processes of `--gpus` can share one log. Nothing is ever rewritten or deleted. A run
-row whose seed the log already holds (two invocations that planned the same seed) is not appended: a seed
-run twice is not an independent sample. A main log and its shard logs are one trial: seeds done in either
-count as done.
+exclusive flock, so the processes of `--gpus` can share one log. Nothing is ever rewritten or deleted, except
+the part of its own line that a failed write (a full disk) left: it is cut off again. A run row whose seed the
+log already holds (two invocations that planned the same seed) is not appended: a seed run twice is not an
+independent sample; a log that holds one twice anyway (a copied line) counts it once. A main log and its
+shard logs are one trial: seeds done in either count as done.
 
 Damaged lines. A run killed mid-write can leave its line cut short; a crash can leave a tail of NUL bytes; a
 hand edit or a disk can leave a junk line or a byte that is not UTF-8. Readers skip each line that is not a
@@ -18,11 +19,13 @@ appends a newline, so the damaged line stays a line of its own and the rows afte
 refused instead, with a one-line error. A file that holds no row at all but a line no killed writer leaves
 (text, CSV, a JSON list: anything but a cut-short row or NUL bytes) is not a results log, e.g. a CSV passed
 as --out; skipping its every line would read it as an empty log and append to it. A row whose values are
-wrong (a seed that is not an integer, an accuracy outside [0, 1] such as 94.12 given in percent) was edited
-by hand or written by another program, and skipping it would silently change the statistics.
+wrong (a seed that is not an integer, an accuracy outside [0, 1] such as 94.12 given in percent, a time that
+is NaN or negative, no epochs: any field a report reads) was edited by hand or written by another program, and
+skipping it would silently change the statistics.
 """
 import fcntl
 import json
+import math
 import os
 import re
 import sys
@@ -99,17 +102,40 @@ def check_values(path, number, row):
                             'away')
     for key in ACCURACY_KEYS:
         check_accuracy(path, number, key, row.get(key, 0.0))
-    if 'reference' in row:  # a side-by-side pair: the reference's own result, which the reports read too
-        reference = row['reference']
-        if not isinstance(reference, dict):
-            raise UserError(f'{path} line {number}: reference is {json.dumps(reference)}, not an object: fix that '
-                            'line or move the file away')
-        for key in ('tta_val_acc', 'time_seconds'):
-            value = reference.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f'{path} line {number}: reference.{key} is {json.dumps(value)}, not a number: fix '
-                                'that line or move the file away')
-        check_accuracy(path, number, 'reference.tta_val_acc', reference['tta_val_acc'])
+    check_number(path, number, 'time_seconds', row['time_seconds'], 'a time in seconds >= 0', lambda x: x >= 0)
+    if 'time_ratio' in row:
+        check_number(path, number, 'time_ratio', row['time_ratio'], 'a ratio >= 0', lambda x: x >= 0)
+    if 'reference' not in row:  # a run row; a side-by-side pair has no epochs, and the table skips its log
+        check_number(path, number, 'epochs', row.get('epochs', ABSENT), 'a number of epochs > 0', lambda x: x > 0)
+    else:  # a side-by-side pair: the reference's own result, which the reports read too
+        check_reference(path, number, row['reference'])
+
+
+def check_reference(path, number, reference):
+    if not isinstance(reference, dict):
+        raise UserError(f'{path} line {number}: reference is {json.dumps(reference)}, not an object: fix that '
+                        'line or move the file away')
+    for key in ('tta_val_acc', 'time_seconds'):
+        value = reference.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f'{path} line {number}: reference.{key} is {json.dumps(value)}, not a number: fix '
+                            'that line or move the file away')
+    check_accuracy(path, number, 'reference.tta_val_acc', reference['tta_val_acc'])
+    check_number(path, number, 'reference.time_seconds', reference['time_seconds'], 'a time in seconds >= 0',
+                 lambda x: x >= 0)
+    if not isinstance(reference.get('script'), str):  # the table's side-by-side rows name it
+        raise UserError(f'{path} line {number}: reference.script is {json.dumps(reference.get("script"))}, not a '
+                        'string: fix that line or move the file away')
+
+
+def check_number(path, number, key, value, expected, test):
+    """Refuses a field a report reads that is absent, NaN, infinite or fails `test`: each would otherwise end as a
+    traceback in a report or print as a number ('time median nan s')."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and test(value):
+        return
+    shown = 'missing' if value is ABSENT else json.dumps(value)
+    raise UserError(f'{path} line {number}: {key} is {shown}, not {expected}: the row was edited by hand or written '
+                    'by another program; fix that line or move the file away')
 
 
 def check_accuracy(path, number, key, value):
@@ -145,7 +171,8 @@ def parse_rows(path, data):
 
 
 def read_rows(path):
-    """Every row of a log, in order, with a warning per damaged line; [] for a file that does not exist yet."""
+    """Every row of a log, in order, each seed once, with a warning per damaged line and one for repeated seeds;
+    [] for a file that does not exist yet."""
     path = Path(path)
     if not path.exists():
         return []
@@ -158,13 +185,33 @@ def read_rows(path):
     rows, damaged = parse_rows(path, data)
     for number, problem in damaged:
         print(f'warning: {path} line {number} {problem}; skipped, left in place', file=sys.stderr)
-    return rows
+    return drop_repeated_seeds(path, rows)
 
 
-def append_row(path, row, new_seed=False):
+def drop_repeated_seeds(path, rows):
+    """The rows less those whose seed an earlier row holds (a copied line, a hand merge), with one warning: a
+    seed run twice is not an independent sample, and counting it twice would narrow the confidence interval."""
+    seen, kept, repeated = set(), [], set()
+    for row in rows:
+        if row['seed'] in seen:
+            repeated.add(row['seed'])
+        else:
+            seen.add(row['seed'])
+            kept.append(row)
+    if repeated:
+        seeds = sorted(repeated)
+        shown = ', '.join(map(str, seeds[:5])) + (f' and {len(seeds) - 5} more' if len(seeds) > 5 else '')
+        print(f'warning: {path} holds seed{"s" * (len(seeds) > 1)} {shown} on more than one line (a copied line?); '
+              'each seed counts once, as its first row; the other lines are left in place', file=sys.stderr)
+    return kept
+
+
+def append_row(path, row, new_seed=False, check_config=False, force=False):
     """Appends one row as one line; a damaged last line first gets the newline it lacks (see top).
-    new_seed: append only if no row of the log has row's seed yet (checked under the lock, so two processes
-    that planned the same seed cannot both log it). Returns whether the row was appended."""
+    new_seed: append only if no row of the log has row's seed yet. check_config: refuse, unless force, a log
+    whose rows hold only other configs, as check_rows does at start. Both are checked under the lock, so two
+    processes that planned the same seed, or that began one new log with two configs, cannot both log.
+    Returns whether the row was appended."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(row) + '\n').encode('utf-8')
@@ -172,15 +219,34 @@ def append_row(path, row, new_seed=False):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
-        if new_seed and row['seed'] in seeds_in(os.pread(fd, size, 0), path):
+        rows = parse_rows(path, os.pread(fd, size, 0))[0] if new_seed or check_config else []
+        if check_config:
+            hint = f'another process began the log meanwhile, so seed {row["seed"]} is not logged; ' + RESTART_HINT
+            check_rows(path, rows, row['script'], config_of(row), force, hint)
+        if new_seed and row['seed'] in {logged['seed'] for logged in rows}:
             return False
         if size and os.pread(fd, 1, size - 1) != b'\n':
             data = b'\n' + data
-        while data:  # a regular file takes it all in one write; the loop only guards a short write
-            data = data[os.write(fd, data):]
+        write_at_end(fd, data, path, size)
         return True
     finally:
         os.close(fd)
+
+
+def write_at_end(fd, data, path, size):
+    """Writes `data` at the end of a log of `size` bytes. A failed write (ENOSPC: a full disk) can leave part
+    of the line; the log is cut back to `size`, so it never ends in a cut-off row, and the error is one line."""
+    try:
+        while data:  # a regular file takes it all in one write; the loop only guards a short write
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, size)
+            kept = 'the log keeps its earlier rows as they were (the part written was removed)'
+        except OSError:
+            kept = 'the log keeps its earlier rows, but its last line may be cut short (readers skip it)'
+        raise UserError(f'cannot append to {path} ({exc.strerror or exc}): this row is not logged; {kept}: free '
+                        'some space, then run the command again (a rung with --resume)') from None
 
 
 def seeds_in(data, path):

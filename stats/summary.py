@@ -109,7 +109,9 @@ def compare(rows_a, rows_b, key='tta_val_acc'):
         else:
             df = (se_a + se_b) ** 2 / (se_a ** 2 / (len(a) - 1) + se_b ** 2 / (len(b) - 1))
             p = float(2 * student_t.sf(abs(diff) / math.sqrt(se_a + se_b), df))
-    time_ratio = float(np.median(values(rows_b, 'time_seconds')) / np.median(values(rows_a, 'time_seconds')))
+    time_a, time_b = (float(np.median(values(rows, 'time_seconds'))) for rows in (rows_a, rows_b))
+    # A median time of 0 s (a log edited by hand, a timer that never ran) leaves the ratio undefined, not inf.
+    time_ratio = time_b / time_a if time_a > 0 else math.nan
     return {'n_a': len(a), 'n_b': len(b), 'mean_a': mean_a, 'mean_b': mean_b, 'diff': diff, 'p': p, 'df': df,
             'time_ratio': time_ratio}
 
@@ -128,6 +130,8 @@ def verdict(s, target=TARGET, alpha=ALPHA):
     goal = format_percent(target, 0)
     if s.n < 2:
         return f'not shown: n={s.n}, the t-test needs at least 2 runs'
+    if s.std == 0:  # t is infinite (or 0/0): its p says nothing about the runs' spread, which is unmeasured
+        return f'not tested: the t-test is degenerate (all {s.n} runs equal, {format_percent(s.mean)}; std 0)'
     if s.p < alpha:
         return f'mean {format_percent(s.mean)} >= {goal} shown (one-sided t-test {format_p(s.p)}, n={s.n})'
     more = ('more runs cannot show it at this mean' if s.runs_needed is None
@@ -143,5 +147,11 @@ def format_summary(s, target=TARGET):
 
 
 def format_comparison(c):
-    return (f'B - A: {100 * c["diff"]:+.2f} points of accuracy (Welch two-sided {format_p(c["p"])}, '
-            f'n={c["n_a"]} and {c["n_b"]}); time B / A: {c["time_ratio"]:.3f}')
+    # Welch's test with no spread on either side has df 0/0: degenerate, as the one-sample test is (verdict).
+    degenerate = c['n_a'] > 1 and c['n_b'] > 1 and math.isnan(c['df'])
+    welch = ('Welch test degenerate: all runs of A equal, and all of B' if degenerate
+             else f'Welch two-sided {format_p(c["p"])}')
+    ratio = ('undefined (the median time of A is 0 s)' if math.isnan(c['time_ratio'])
+             else f'{c["time_ratio"]:.3f}')
+    return (f'B - A: {100 * c["diff"]:+.2f} points of accuracy ({welch}, n={c["n_a"]} and {c["n_b"]}); '
+            f'time B / A: {ratio}')

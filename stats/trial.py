@@ -24,12 +24,13 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from common import errors
 from common.errors import UserError
 from common import provenance
-from stats.flags import check_gpus_format, check_runs, check_variant, parse_shard
+from stats.flags import check_gpus_format, check_out, check_runs, check_variant, parse_shard
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
@@ -37,8 +38,9 @@ from stats.summary import describe, format_summary, mean_std, values, verdict
 NOT_CONFIG = ('runs', 'resume', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
               'save_model')
 GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
-METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'hyp',
-            'args')
+GPU_SEEDS_LIMIT = 10_000  # seeds one --gpus command may plan: Linux caps one environment string at 128 KiB
+METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'cpu_info',
+            'hyp', 'args')
 RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds', 'peak_memory_bytes')
 
 
@@ -56,6 +58,7 @@ def check_writable_folder(folder, flag):
 
 def check_outputs(args, log):
     """The log and --save-model must be writable before any training starts."""
+    check_out(args.out)  # also a flag check; here too for a trial driven from Python
     check_writable_folder(Path(log).parent, '--out')
     if Path(log).exists() and not os.access(log, os.W_OK):
         raise UserError(f'--out {args.out}: the log {log} is read-only: make it writable or pass another --out')
@@ -88,23 +91,90 @@ def default_variant(args):
     return name + '-kd' if getattr(args, 'teacher', None) else name
 
 
+def hyp_dtype(hyp):
+    """The resolved `dtype` leaf of a script's hyp (common/precision.py)."""
+    return next(value for group in hyp.values() for key, value in group.items() if key == 'dtype')
+
+
 def config_args(args):
     return {key: value for key, value in sorted(vars(args).items()) if key not in NOT_CONFIG}
 
 
+class LazySequence(Sequence):
+    """A read-only sequence whose items are computed when read. It compares equal to a list of the same items, and
+    a slice of it is a list (what one --gpus child gets: a share of a plan)."""
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.item(i) for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f'index {index} of a plan of {len(self)}')
+        return self.item(index % len(self))
+
+    def __eq__(self, other):
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self):
+        return repr(list(self)) if len(self) <= 20 else f'<{len(self)} items, {self[0]!r} to {self[-1]!r}>'
+
+
+class SeedPlan(LazySequence):
+    """The seeds of `span` (a range) that `logged` lacks, in order. They are not held: --runs 100000000 plans
+    in the memory of the logged seeds (a list of them took 12 GB before the first run)."""
+
+    def __init__(self, span, logged):
+        self.span = span
+        self.skipped_set = {span.index(seed) for seed in logged if seed in span}  # positions in span
+        self.skipped = sorted(self.skipped_set)
+
+    def __len__(self):
+        return len(self.span) - len(self.skipped)
+
+    def item(self, index):
+        position = index
+        for skipped in self.skipped:  # each skipped position at or before it moves it one place on
+            if skipped > position:
+                break
+            position += 1
+        return self.span[position]
+
+    def __iter__(self):
+        return (seed for position, seed in enumerate(self.span) if position not in self.skipped_set)
+
+    def __contains__(self, seed):
+        return seed in self.span and self.span.index(seed) not in self.skipped_set
+
+
+class RunPlan(LazySequence):
+    """(run index, seed) of each planned seed: run r has seed first + r."""
+
+    def __init__(self, seeds, first):
+        self.seeds, self.first = seeds, first
+
+    def __len__(self):
+        return len(self.seeds)
+
+    def item(self, index):
+        return self.seeds[index] - self.first, self.seeds[index]
+
+    def __iter__(self):
+        return ((seed - self.first, seed) for seed in self.seeds)
+
+
 def next_seeds(first, count, logged):
     """The `count` smallest seeds >= first that are not in `logged`."""
-    seeds, seed = [], first
-    while len(seeds) < count:
-        if seed not in logged:
-            seeds.append(seed)
-        seed += 1
-    return seeds
+    end = first + count
+    for seed in sorted(seed for seed in logged if seed >= first):
+        if seed >= end:
+            break
+        end += 1  # a logged seed inside the span takes one place of the plan: the span grows by one
+    return SeedPlan(range(first, end), logged)
 
 
 def shard_seeds(first, runs, shard, logged):
+    """The seeds first + r, r < runs with r % N == K - 1, that are not in `logged`."""
     k, n = shard
-    return [first + r for r in range(runs) if r % n == k - 1 and first + r not in logged]
+    return SeedPlan(range(first + k - 1, first + runs, n), logged)
 
 
 def gpu_child_seeds():
@@ -170,7 +240,8 @@ class Trial:
         self.variant = check_variant(default_variant(args) if args.variant is None else args.variant)
         # As it reads back from the log (tuples become lists), so logged and current configs compare equal.
         self.config = json.loads(json.dumps({'hyp': hyp, 'args': config_args(args)}))
-        self.hardware = provenance.slugify(device)
+        # The format it trained in is part of the hardware's name: fp32 and bf16 runs of one CPU never pool.
+        self.hardware = provenance.slugify(device) + f'-{hyp_dtype(hyp)}'
         self.path = log_path(args.out, self.script.name, self.variant, self.hardware, self.shard)
         check_outputs(args, self.path)
         logged = self.read_logged_seeds()
@@ -218,15 +289,19 @@ class Trial:
         child_seeds = gpu_child_seeds()
         if child_seeds is not None:
             return [seed for seed in child_seeds if seed not in logged]
-        if self.shard:
-            return shard_seeds(self.args.seed, self.args.runs, self.shard, logged)
-        if self.args.resume:  # the one-slice case of a shard
-            return shard_seeds(self.args.seed, self.args.runs, (1, 1), logged)
-        return next_seeds(self.args.seed, self.args.runs, logged)
+        if self.shard or self.args.resume:  # --resume: the one-slice case of a shard
+            seeds = shard_seeds(self.args.seed, self.args.runs, self.shard or (1, 1), logged)
+        else:
+            seeds = next_seeds(self.args.seed, self.args.runs, logged)
+        if self.gpu_ids and len(seeds) > GPU_SEEDS_LIMIT:
+            raise UserError(f'--gpus hands each GPU process its seeds in its environment, which holds at most '
+                            f'{GPU_SEEDS_LIMIT} seeds per command, and {len(seeds)} are planned: pass --runs '
+                            f'{GPU_SEEDS_LIMIT} or less and run the command again for more, or use --shard K/N')
+        return seeds
 
     def pending(self):
-        """(run index, seed) pairs this process should do, in order."""
-        return [(seed - self.args.seed, seed) for seed in self.seeds]
+        """(run index, seed) pairs this process should do, in order; computed as they are read (SeedPlan)."""
+        return RunPlan(self.seeds, self.args.seed)
 
     def record(self, result):
         """Appends the row of one finished run (the rung's result dict plus where it came from)."""
@@ -237,7 +312,8 @@ class Trial:
         row = {'script': self.script.name, 'variant': self.variant, **result, **self.provenance,
                'date': provenance.utc_now(), **self.config}  # date: when this run finished
         with errors.defer_stops():  # a stop waits until the finished run is logged: it loses only a run in progress
-            appended = append_row(self.path, row, new_seed=True)
+            # The config is checked again under the log's lock: another process may have begun the log since.
+            appended = append_row(self.path, row, new_seed=True, check_config=True, force=self.args.force)
             self.recorded.append(row['seed'])
         if not appended:
             print(f'warning: seed {row["seed"]} is already in {self.path}, logged by another process since this '

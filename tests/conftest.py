@@ -6,7 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.precision import resolve_dtype
+
 ROOT = Path(__file__).resolve().parents[1]
+# What a run with --dtype auto trains in on this CPU (bf16 where it has native bf16): part of every log's name.
+CPU_LOG = f"full__cpu-{resolve_dtype('auto', 'cpu')}.jsonl"
 REAL_CIFAR = Path(os.environ.get('CIFAR10_REAL_DIR', ROOT.parent / 'shared' / 'cifar10'))
 FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
 

@@ -60,7 +60,9 @@ def test_bench_rows_append_and_stay_out_of_the_results_table(tmp_path):
     assert [row['measurements']['images_per_second'] for row in rows] == [1.0, 2.0]
     # provenance.provenance() without a script: no script_sha256, the commit names the benchmark's code
     assert list(rows[0]) == ['benchmark', 'settings', 'measurements', 'date', 'device', 'git_commit', 'versions',
-                             'gpu_info']
+                             'gpu_info', 'cpu_info']
+    assert set(rows[0]['cpu_info']) == {'model', 'torch_isa', 'native_bf16', 'amx_bf16', 'avx512_bf16', 'cores',
+                                        'torch_threads'}
     assert make_block(tmp_path, include_cpu=True).startswith('Nothing measured yet')
 
 

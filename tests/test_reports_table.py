@@ -91,12 +91,12 @@ def test_readme_without_markers_is_refused(results, tmp_path):
 
 def test_figure_is_written_or_matplotlib_is_named(results, tmp_path, capsys):
     out = tmp_path / 'ladder.png'
-    assert reports_main(['figure', '--results', str(results), '--out', str(out)]) == 0
+    code = reports_main(['figure', '--results', str(results), '--out', str(out)])
     if importlib.util.find_spec('matplotlib') is None:
-        assert capsys.readouterr().out == 'matplotlib is not installed: pip install matplotlib\n'
+        assert code == 1 and capsys.readouterr().err == 'error: matplotlib is not installed: pip install matplotlib\n'
         assert not out.exists()
     else:
-        assert out.read_bytes().startswith(b'\x89PNG')
+        assert code == 0 and out.read_bytes().startswith(b'\x89PNG')
 
 
 def test_summary_and_compare_commands(results, capsys):

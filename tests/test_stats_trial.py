@@ -16,7 +16,7 @@ from stats import Trial
 from stats.log import append_row, log_path, merge_shards, read_rows, seeds_in
 from stats.trial import parse_gpus, strip_gpus_flag
 
-HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'width': 8}}
+HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'width': 8, 'dtype': 'fp32'}}
 
 
 def make_args(out, **overrides):
@@ -53,7 +53,7 @@ def logged_seeds(path):
 
 def test_rows_hold_result_provenance_and_config(script, tmp_path):
     trial = run_trial(script, make_args(tmp_path / 'out', runs=3, subset=256, data_dir='/data'))
-    assert trial.path == tmp_path / 'out' / 'main0_network' / 'full__cpu.jsonl'
+    assert trial.path == tmp_path / 'out' / 'main0_network' / 'full__cpu-fp32.jsonl'
     rows = read_rows(trial.path)
     assert [(row['run'], row['seed']) for row in rows] == [(0, 0), (1, 1), (2, 2)]
     row = rows[0]
@@ -62,7 +62,8 @@ def test_rows_hold_result_provenance_and_config(script, tmp_path):
     assert row['device'] == 'cpu' and row['git_commit'] == 'unknown' and len(row['script_sha256']) == 64
     assert set(row['versions']) == {'python', 'torch', 'cuda', 'cudnn', 'triton'} and row['date'].endswith('+00:00')
     assert list(row) == ['script', 'variant', *fake_result(0, 0), 'date', 'device', 'git_commit', 'script_sha256',
-                         'versions', 'gpu_info', 'hyp', 'args']  # provenance.provenance()'s fields, date per row
+                         'versions', 'gpu_info', 'cpu_info', 'hyp', 'args']  # provenance()'s fields, date per row
+    assert row['cpu_info']['cores'] >= 1 and row['cpu_info']['torch_isa'] and row['cpu_info']['model']
 
 
 def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
@@ -86,10 +87,10 @@ def test_shards_split_the_runs_and_resume_by_seed(script, tmp_path):
     slices = [Trial(script, HYP, make_args(tmp_path, runs=10, shard=f'{k}/3')).pending() for k in (1, 2, 3)]
     assert [[seed for _, seed in pairs] for pairs in slices] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     trial = Trial(script, HYP, make_args(tmp_path, runs=10, shard='2/3'))
-    assert trial.path.name == 'full__cpu.shard-2-of-3.jsonl'
+    assert trial.path.name == 'full__cpu-fp32.shard-2-of-3.jsonl'
     trial.record(fake_result(1, 1))  # then the job is killed; the rerun does the rest of its slice only
     assert Trial(script, HYP, make_args(tmp_path, runs=10, shard='2/3')).pending() == [(4, 4), (7, 7)]
-    append_row(log_path(tmp_path, 'main0_network.py', 'full', 'cpu'), {**read_rows(trial.path)[0], 'seed': 4})
+    append_row(log_path(tmp_path, 'main0_network.py', 'full', 'cpu-fp32'), {**read_rows(trial.path)[0], 'seed': 4})
     assert Trial(script, HYP, make_args(tmp_path, runs=10, shard='2/3')).pending() == [(7, 7)]  # merged
 
 
@@ -106,7 +107,7 @@ def test_merge_appends_new_seeds_only_and_keeps_existing_bytes(script, tmp_path,
 
 def test_merge_reports_a_seed_run_twice_with_different_results(script, tmp_path):
     shard = run_trial(script, make_args(tmp_path, runs=2, shard='1/1')).path
-    main = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
+    main = log_path(tmp_path, 'main0_network.py', 'full', 'cpu-fp32')
     append_row(main, {**read_rows(shard)[0], 'tta_val_acc': 0.5})  # seed 0 again, say from a copied log
     [message] = merge_shards([shard])
     assert 'added 1 rows' in message and 'seeds 0 were run twice with different results' in message
@@ -143,7 +144,7 @@ def test_a_different_config_is_refused_unless_forced(script, tmp_path):
     assert logged_seeds(forced.path) == [0, 1, 2, 3, 4]
     with pytest.raises(UserError, match='first difference: opt.lr 10.0 vs 12.0'):
         Trial(script, {**HYP, 'opt': {'epochs': 1.0, 'lr': 12.0}}, make_args(tmp_path))
-    assert Trial(script, changed, make_args(tmp_path, variant='lr11')).path.name == 'lr11__cpu.jsonl'
+    assert Trial(script, changed, make_args(tmp_path, variant='lr11')).path.name == 'lr11__cpu-fp32.jsonl'
 
 
 def test_variant_defaults_and_bad_names(script, tmp_path):
@@ -161,7 +162,7 @@ def test_a_log_of_another_script_is_refused(script, tmp_path):
     trial = run_trial(script, make_args(tmp_path))
     other = tmp_path / 'main1_whiten.py'
     other.write_text('"""main1_whiten.py = main0_network.py + whitening."""\n')
-    target = log_path(tmp_path, 'main1_whiten.py', 'full', 'cpu')
+    target = log_path(tmp_path, 'main1_whiten.py', 'full', 'cpu-fp32')
     target.parent.mkdir()
     shutil.copy(trial.path, target)
     with pytest.raises(UserError, match='holds runs of main0_network.py, not main1_whiten.py'):
@@ -179,7 +180,7 @@ def test_a_log_of_another_script_is_refused(script, tmp_path):
                  'tta_val_acc': 0.9, 'time_seconds': 1.0}) + '\n', 'line 1: seed is "0", not an integer'),
 ])
 def test_a_file_that_is_not_a_results_log_is_refused(script, tmp_path, content, message):
-    path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
+    path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu-fp32')
     path.parent.mkdir()
     path.write_text(content)
     with pytest.raises(UserError, match=message):
@@ -244,7 +245,7 @@ def test_each_damaged_line_gets_its_own_warning(script, tmp_path, capsys):
     (b'seed,tta_val_acc\n\0\0\0\n{"script": "main0', r'line 1 is not JSON and no line is a results row'),
 ])
 def test_a_file_of_damaged_lines_only_is_refused_unless_a_writer_left_them(script, tmp_path, content, message):
-    path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu')
+    path = log_path(tmp_path, 'main0_network.py', 'full', 'cpu-fp32')
     path.parent.mkdir()
     path.write_bytes(content)
     with pytest.raises(UserError, match=message) as info:
@@ -349,7 +350,7 @@ def test_gpus_runs_one_child_per_gpu_into_one_log(tmp_path):
     proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != 'CUDA_VISIBLE_DEVICES'})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = read_rows(tmp_path / 'out' / 'main0_network' / 'full__fake-gpu.jsonl')
+    rows = read_rows(tmp_path / 'out' / 'main0_network' / 'full__fake-gpu-fp32.jsonl')
     assert sorted((row['seed'], row['gpu']) for row in rows) == [(0, '0'), (1, '1'), (2, '0'), (3, '1'), (4, '0')]
     assert proc.stdout.count('verdict: ') == 3  # each child, then the parent over the whole log
     assert 'n=5' in proc.stdout.split('verdict: ')[-2]

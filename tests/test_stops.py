@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import CPU_LOG, ROOT
 from test_rungs import tiny_flags
 
 SCRIPT = 'main0_network.py'
@@ -36,7 +36,7 @@ def test_an_out_that_is_a_file_is_refused_before_training(synthetic_cache, tmp_p
 
 @pytest.mark.skipif(os.geteuid() == 0, reason='root may write to read-only files')
 def test_a_read_only_log_is_refused_before_training(synthetic_cache, tmp_path):
-    log = tmp_path / 'main0_network' / 'full__cpu.jsonl'
+    log = tmp_path / 'main0_network' / CPU_LOG
     log.parent.mkdir()
     log.touch(mode=0o444)
     assert_refused_before_training(run_rung(*tiny_flags(SCRIPT, synthetic_cache, tmp_path)), 'is read-only')
@@ -52,7 +52,7 @@ def test_a_bad_save_model_path_is_refused_before_training(target, message, synth
 
 
 def logged(out):
-    path = out / 'main0_network' / 'full__cpu.jsonl'
+    path = out / 'main0_network' / CPU_LOG
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -72,7 +72,7 @@ def test_a_stop_signal_keeps_the_finished_runs_and_says_so(signum, synthetic_cac
     name = signal.Signals(signum).name
     [line] = stderr.strip().splitlines()  # no traceback
     assert line.startswith(f'stopped by {name}: {len(rows)} finished run')
-    assert str(tmp_path / 'main0_network' / 'full__cpu.jsonl') in line and '--resume' in line
+    assert str(tmp_path / 'main0_network' / CPU_LOG) in line and '--resume' in line
 
 
 SWALLOWS_THE_STOP = """

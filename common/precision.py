@@ -1,0 +1,60 @@
+"""The float format a run trains in: the `dtype` hyp leaf of every script (`--dtype auto|fp32|bf16|fp16`).
+
+- fp16: the weights are fp16, the BatchNorms kept in fp32, and batches arrive in fp16 (airbench's CUDA choice).
+- bf16: fp32 master weights; the forward and the loss run under bf16 autocast, so the convs and the classifier
+  multiply in bf16 while BatchNorm statistics, the loss, the optimizer, lookahead and the TTA average stay fp32.
+- fp32: everything in fp32.
+- auto: fp16 on CUDA (bf16 where a script allows no fp16); bf16 on a CPU with native bf16 instructions (AMX or
+  AVX-512 BF16); fp32 elsewhere.
+
+Autocast keeps its bf16 copies of the weights until the outermost autocast region exits, so a region must be
+entered per step, around the forward and the loss only: a run wrapped in one region would train on the initial
+weights' copies for ever (its loss stays flat). The whitening init is computed outside any region, in fp32: in
+bf16 the covariance is too coarse and `eigh` returns NaN filters.
+"""
+import contextlib
+from pathlib import Path
+
+DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
+NATIVE_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')  # /proc/cpuinfo: AMX tiles (Intel), AVX-512 BF16 (Intel, AMD)
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where it cannot be read."""
+    try:
+        text = Path('/proc/cpuinfo').read_text(errors='replace')
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith('flags')), '')
+    return set(line.partition(':')[2].split())
+
+
+def native_bf16(flags=None):
+    """Whether the CPU multiplies bf16 in hardware; without it bf16 is emulated and slower than fp32."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_dtype(name, device, allowed=DTYPES, flags=None):
+    """'auto' as the device's fastest format among those a script allows (train_resnet18 has no fp16); the others
+    as given."""
+    if name != 'auto':
+        return name
+    if device.split(':')[0] == 'cuda':
+        return next(dtype for dtype in ('fp16', 'bf16', 'fp32') if dtype in allowed)
+    return 'bf16' if native_bf16(flags) else 'fp32'
+
+
+def autocast(device, dtype):
+    """The context one training step's forward and loss (or one eval pass) run in: bf16 autocast for bf16, none
+    otherwise (fp16 and fp32 weights compute in their own format). Enter it per step (see the module docstring)."""
+    if dtype != 'bf16':
+        return contextlib.nullcontext()
+    import torch
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def input_dtype(dtype):
+    """The dtype of the loader's batches: fp16 for fp16 weights; fp32 otherwise (autocast casts at each conv)."""
+    import torch
+    return torch.float16 if dtype == 'fp16' else torch.float32

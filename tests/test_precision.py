@@ -1,0 +1,108 @@
+"""--dtype: what 'auto' picks, the formats a run trains in, and the two traps of bf16 autocast on the CPU (stale
+weight copies across one long autocast region; a whitening init computed in bf16)."""
+import contextlib
+import importlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.errors import UserError
+from common.flags import parse_flags
+from common.precision import autocast, native_bf16, resolve_dtype
+from test_call_order import TINY
+from test_rungs import run_script, tiny_flags
+
+NET = ['--block1', '8', '--block2', '16', '--block3', '16']
+
+
+def test_auto_picks_the_fastest_format_the_device_and_the_script_allow():
+    assert resolve_dtype('auto', 'cuda') == 'fp16'
+    assert resolve_dtype('auto', 'cuda:1', allowed=('auto', 'fp32', 'bf16')) == 'bf16'  # train_resnet18
+    assert resolve_dtype('auto', 'cpu', flags={'avx512f', 'amx_bf16'}) == 'bf16'
+    assert resolve_dtype('auto', 'cpu', flags={'avx512f', 'avx512_bf16'}) == 'bf16'
+    assert resolve_dtype('auto', 'cpu', flags={'avx2', 'fma'}) == 'fp32'
+    assert resolve_dtype('fp32', 'cuda') == 'fp32' and not native_bf16({'avx2'})
+
+
+def test_the_resolved_dtype_is_in_the_hyp_and_fp16_is_refused_on_the_cpu():
+    rung = importlib.import_module('main7_mirror')
+    hyp, _ = parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu'])
+    assert hyp['net']['dtype'] == resolve_dtype('auto', 'cpu') and rung.hyp['net']['dtype'] == 'auto'
+    with pytest.raises(UserError, match='--dtype fp16 needs a CUDA GPU'):
+        parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu', '--dtype', 'fp16'])
+    resnet = importlib.import_module('train_resnet18')
+    with pytest.raises(Exception, match='invalid choice'):
+        parse_flags(resnet.hyp, resnet.FLAGS, ['--device', 'cpu', '--dtype', 'fp16'])
+
+
+def test_fp32_and_bf16_runs_go_to_logs_of_their_own(synthetic_cache, tmp_path):
+    flags = tiny_flags('main0_network.py', synthetic_cache, tmp_path)
+    for dtype in ('fp32', 'bf16'):
+        proc = run_script('main0_network.py', *flags, '--dtype', dtype, '--no-warmup')
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for dtype in ('fp32', 'bf16'):
+        [row] = [json.loads(line) for line in (tmp_path / 'main0_network' / f'full__cpu-{dtype}.jsonl').open()]
+        assert row['hyp']['net']['dtype'] == dtype and row['cpu_info']['model']
+
+
+class HeadCheck:
+    """A forward hook on the classifier: during a bf16 run its output must be its input times the classifier's
+    weight as it is now, cast to bf16; with a stale autocast copy it is the weight of an earlier step."""
+
+    def __init__(self, head):
+        self.calls = self.stale = 0
+        head.register_forward_hook(self.after_call)
+
+    def after_call(self, module, args, output):
+        if not module.training:
+            return
+        fresh = F.linear(args[0].detach().to(torch.bfloat16), module.weight.detach().to(torch.bfloat16))
+        self.calls += 1
+        self.stale += not torch.equal(output.detach(), fresh)
+
+
+def bf16_tiny_run(synthetic_cache, outer_region):
+    rung = importlib.import_module('main7_mirror')
+    argv = [*TINY, *NET, '--dtype', 'bf16', '--lr', '50', '--data-dir', str(synthetic_cache)]
+    hyp, args = parse_flags(rung.hyp, rung.FLAGS, argv)
+    model, loss_fn, train_loader, test_loader, _ = rung.prepare(hyp, args)
+    check = HeadCheck(model.head)
+    start = model.head.weight.detach().clone()
+    with torch.autocast('cpu', dtype=torch.bfloat16) if outer_region else contextlib.nullcontext():
+        rung.main(hyp, 0, 0, model, loss_fn, train_loader, test_loader)
+    assert not torch.equal(model.head.weight, start)  # the weights moved, so a stale copy would show
+    return check
+
+
+def test_a_bf16_forward_sees_the_weights_of_the_step_before(synthetic_cache):
+    check = bf16_tiny_run(synthetic_cache, outer_region=False)
+    assert check.calls == 5 and check.stale == 0  # 2100 images, batch 700: 3 steps an epoch, 1.4 epochs: 5
+
+
+def test_the_staleness_check_bites_when_one_region_holds_the_run(synthetic_cache):
+    check = bf16_tiny_run(synthetic_cache, outer_region=True)
+    assert check.stale >= 1  # every step after the first trains on the initial weights' copies
+
+
+@pytest.mark.parametrize('name', ['main1_whiten', 'main7_mirror'])
+def test_the_whitening_init_is_fp32_in_a_bf16_run(name, synthetic_cache):
+    rung = importlib.import_module(name)
+    hyp, args = parse_flags(rung.hyp, rung.FLAGS, [*TINY, *NET, '--dtype', 'bf16', '--data-dir', str(synthetic_cache)])
+    model, _, train_loader, _, _ = rung.prepare(hyp, args)
+    images = train_loader.normalize(train_loader.images[:500])
+    assert images.dtype == torch.float32
+    rung.init_whitening_conv(model.whiten, images)
+    assert model.whiten.weight.dtype == torch.float32 and torch.isfinite(model.whiten.weight).all()
+    with autocast('cpu', 'bf16'):
+        assert model(images[:8]).dtype == torch.bfloat16  # the convs and the classifier multiply in bf16
+
+
+def test_a_diverged_run_stops_with_one_line_and_is_not_logged(synthetic_cache, tmp_path):
+    flags = tiny_flags('main0_network.py', synthetic_cache, tmp_path)
+    proc = run_script('main0_network.py', *flags, '--lr', '1e30', '--no-warmup', '--dtype', 'fp32')
+    assert proc.returncode == 1 and proc.stderr.count('\n') == 1
+    assert proc.stderr.startswith('error: run 0 diverged: its training loss is nan at epoch 0')
+    assert not list((tmp_path / 'main0_network').glob('*.jsonl')) or \
+        not (tmp_path / 'main0_network' / 'full__cpu-fp32.jsonl').read_text()
