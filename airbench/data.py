@@ -5,7 +5,12 @@ layout (`cifar-10-batches-bin/`), torchvision's python layout (`cifar-10-batches
 written here (`cifar10_uint8.pt`); otherwise the cache directory (CIFAR10_CACHE, default
 ~/.cache/cifar10-ladder): its downloaded copy, else the newest copy converted from a --data-dir, else a
 torchvision download into it. Whatever the source, the decoded arrays are cached
-once, so later starts only read 184 MB of uint8 and take well under a second.
+once, so later starts only read 184 MB of uint8 and take well under a second. With several copies cached, a run
+without --data-dir prints which one it uses.
+
+Converting checks each batch file's content as well as its size: every class present in a plausible share and
+almost no constant images, so a right-sized file of zeros is refused by name instead of cached and trained on.
+A full disk while caching is a one-line error, and leaves no partial file.
 
 Every message names where the data came from: --data-dir, or CIFAR10_DIR when only the variable is set
 (common/flags.py leaves data_dir None then, and load_cifar10 reads it). A cache stores the sha256 of its
@@ -32,8 +37,15 @@ TEST_FILE = 'test_batch'
 IMAGES_PER_FILE = 10_000
 SPLIT_SIZES = {'train': len(TRAIN_FILES) * IMAGES_PER_FILE, 'test': IMAGES_PER_FILE}
 RECORD_BYTES = 1 + 3 * 32 * 32  # binary layout: one label byte, then the red, green and blue planes
+MIN_CLASS_SHARE = 0.05  # of a batch file's images, per class: half a balanced file's 10% (check_content)
+MAX_CONSTANT_SHARE = 0.01  # of a batch file's images that may have every pixel equal; the official files have none
+CACHE_FORMAT_PREFIX = 'cifar10-uint8-'  # every format of our cache, old ones included
+CACHE_MB = 200  # a cache's size on disk: 184 MB of images, rounded up
+MODEL_KEY = 'state_dict'  # what a --save-model checkpoint (ternary/distill.py) holds, unlike a cache
 FIX_HINT = ('put the official CIFAR-10 binary version (cifar-10-batches-bin/) or python version '
             '(cifar-10-batches-py/) in a folder and pass --data-dir FOLDER or set CIFAR10_DIR')
+DATA_DIR_HINT = ('pass the folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ as --data-dir '
+                 '(or set CIFAR10_DIR)')
 
 
 def default_cache_dir():
@@ -55,10 +67,21 @@ def load_cifar10(data_dir=None, cache_dir=None, quiet=False):
         if converted:  # an earlier --data-dir run already converted a copy: no need to download another
             parts = read_cache(converted[0])
             if not quiet:
-                print(f'using {converted[0]}, converted from {converted[1]}; pass --data-dir to pick another copy')
+                print(cache_note(cache_dir, *converted))
             return parts
         download_cifar10(cache_dir, quiet)
-    return read_cache(cache_file)
+    parts = read_cache(cache_file)
+    if not quiet and any(cache_dir.glob('cifar10-*.pt')):  # conversions it takes precedence over
+        print(cache_note(cache_dir, cache_file, DOWNLOADED))
+    return parts
+
+
+def cache_note(cache_dir, path, source):
+    """One line: which cached copy a run without --data-dir uses, and, when there are several, by which rule."""
+    copies = len(list(cache_dir.glob('cifar10-*.pt'))) + (cache_dir / CACHE_NAME).exists()
+    origin = 'downloaded' if source == DOWNLOADED else f'converted from {source}'
+    rule = f' (of the {copies} copies cached in {cache_dir}: the download, else the newest)' if copies > 1 else ''
+    return f'using {path}, {origin}{rule}; pass --data-dir FOLDER to pick another copy'
 
 
 def newest_converted_cache(folder, strict=False):
@@ -194,7 +217,25 @@ def check_labels(path, images, labels):
     if labels.min() < 0 or labels.max() > 9:
         raise UserError(f'{path} has labels outside 0..9 (found {labels.min()}..{labels.max()}): the file is '
                         f'corrupt or not CIFAR-10; copy it again from the official archive')
+    check_content(path, images, labels)
     return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def check_content(path, images, labels):
+    """A file of the right size can still hold no data: zeros from a failed copy train to "mean 0.00%" and would
+    be cached. Each official batch file holds every class at 9.4-10.6% and no constant image."""
+    flat = images.reshape(len(images), -1)
+    constant = int((flat.min(axis=1) == flat.max(axis=1)).sum())
+    if constant > MAX_CONSTANT_SHARE * len(images):
+        raise UserError(f'{path} holds {constant:,} constant images (every pixel the same) of {len(images):,}, '
+                        f'expected at most {MAX_CONSTANT_SHARE:.0%}: the file is blank or damaged; '
+                        f'copy it again from the official archive')
+    counts = np.bincount(labels, minlength=10)
+    if counts.min() < MIN_CLASS_SHARE * len(labels):
+        rare = int(counts.argmin())
+        raise UserError(f'{path} holds {counts[rare]:,} images of class {rare} of {len(labels):,}, expected at '
+                        f'least {MIN_CLASS_SHARE:.0%} of each class (about 10%): the file is damaged or not '
+                        f'CIFAR-10; copy it again from the official archive')
 
 
 def write_cache(parts, cache_file, source=DOWNLOADED):
@@ -204,8 +245,14 @@ def write_cache(parts, cache_file, source=DOWNLOADED):
     payload = {'format': CACHE_FORMAT, 'source': str(source), 'sha256': checksum(tensors)}
     for split, (images, labels) in tensors.items():
         payload[split] = {'images': images, 'labels': labels}
-    with atomic_write(cache_file) as tmp:
-        torch.save(payload, tmp)
+    try:
+        # Through a Python file, so a full disk is an OSError (torch.save to a path raises a RuntimeError).
+        with atomic_write(cache_file) as tmp, open(tmp, 'wb') as f:
+            torch.save(payload, f)
+    except OSError as exc:
+        raise UserError(f'cannot write the CIFAR-10 cache {cache_file} ({exc.strerror or exc}): nothing was cached '
+                        f'and no partial file is left; free {CACHE_MB} MB there or set CIFAR10_CACHE to a folder '
+                        f'with room') from None
 
 
 def read_cache(cache_file):
@@ -240,11 +287,22 @@ def load_payload(cache_file):
     except FileNotFoundError:
         return None  # removed since it was listed: remove_older_conversions in another run
     except Exception:
-        payload = None
-    if not isinstance(payload, dict) or not isinstance(payload.get('format'), str):
         raise UserError(f'{cache_file} is not a readable CIFAR-10 cache of this project (damaged?): '
-                        f'{rebuild_hint()}')
+                        f'{rebuild_hint()}') from None
+    check_is_cache(cache_file, payload)
     return payload
+
+
+def check_is_cache(path, payload):
+    """A torch file that loads but is no cache of ours (a --save-model checkpoint passed as --data-dir) is named for
+    what it is, not called damaged: the rebuild hint would have the user delete their model."""
+    form = payload.get('format') if isinstance(payload, dict) else None
+    if isinstance(form, str) and form.startswith(CACHE_FORMAT_PREFIX):
+        return
+    if isinstance(payload, dict) and MODEL_KEY in payload:
+        raise UserError(f'{path} is a model checkpoint written by --save-model, not CIFAR-10: {DATA_DIR_HINT}')
+    what = f'format {form!r}' if form is not None else f"{type(payload).__name__} without a 'format' entry"
+    raise UserError(f'{path} is a torch file but not a CIFAR-10 cache of this project ({what}): {DATA_DIR_HINT}')
 
 
 def checksum(parts):

@@ -45,15 +45,25 @@ RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds'
 
 
 def check_writable_folder(folder, flag):
-    """Creates `folder` and a scratch file in it, so a folder that cannot take the run's output is found before
-    training, not after it (os.access says yes to root even on a read-only mount)."""
+    """Creates `folder` and a scratch file in it, then removes what it created, so a folder that cannot take the
+    run's output is found before training, not after it (os.access says yes to root even on a read-only mount)."""
+    folder = Path(folder)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         raise UserError(f'{flag} {folder}: cannot write there ({exc.strerror or type(exc).__name__}): '
                         f'pass a writable folder') from None
+    finally:
+        # Made only to probe: a data or teacher error must not leave empty folders. append_row and atomic_write
+        # make them again when the first row or the model is written.
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:  # not empty: another process writes there now
+                break
 
 
 def check_outputs(args, log):

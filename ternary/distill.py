@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from common.files import atomic_write
-from ternary.export import check_architecture, unwrap
+from ternary.export import atomic_output, check_architecture, unwrap
 from ternary.layers import TernaryLayer
 
 MODEL_FORMAT = 'cifar-ladder-model-v1'
@@ -40,9 +39,10 @@ def save_model(model, path, script):
         return
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     ternary = any(isinstance(m, TernaryLayer) for m in unwrap(model).modules())
-    with atomic_write(path) as tmp:
-        torch.save({'format': MODEL_FORMAT, 'script': Path(script).name, 'ternary': ternary, 'state_dict': state},
-                   tmp)
+    checkpoint = {'format': MODEL_FORMAT, 'script': Path(script).name, 'ternary': ternary, 'state_dict': state}
+    # Through a Python file, so a full disk is an OSError (torch.save to a path raises a RuntimeError).
+    with atomic_output(path, 'the trained model (--save-model)') as tmp, open(tmp, 'wb') as f:
+        torch.save(checkpoint, f)
 
 
 def script_name(script):
@@ -73,6 +73,16 @@ def read_checkpoint(path):
     return checkpoint
 
 
+def check_finite(state, path):
+    """A teacher that diverged (NaN or inf weights) gives NaN soft targets: every student step would be NaN."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise UserError(f"--teacher {path}: '{key}' holds {bad:,} NaN or infinite value{'s' * (bad > 1)}: "
+                                f'the teacher diverged or the file is damaged; train and save a teacher again')
+
+
 def load_teacher(path, make_net, device, script=None):
     """make_net(device) loaded from `path`, in eval mode, without gradients. make_net is a function of the device
     alone, e.g. a rung's partial(make_net, hyp['net']). `script` defaults to the file that defines make_net; the
@@ -85,6 +95,7 @@ def load_teacher(path, make_net, device, script=None):
     if script_name(checkpoint['script']) != script_name(script):
         raise UserError(f"--teacher {path} was saved by {checkpoint['script']}, not by "
                         f"{Path(script).name}: distil from a model of the same script")
+    check_finite(checkpoint['state_dict'], path)
     teacher = make_net(device)
     check_architecture(checkpoint['state_dict'], teacher, path)
     teacher.load_state_dict(checkpoint['state_dict'])

@@ -4,13 +4,15 @@ File layout:
 
     bytes 0..7     magic b'TERNPACK'
     bytes 8..15    header length H, unsigned 64-bit little-endian
-    next H bytes   header, UTF-8 JSON: {'format': 'ternary-packed', 'version': 2, 'fingerprint': sha256 of the
-                   sorted state_dict names and shapes, 'payload_bytes': int, 'payload_sha256': hex sha256 of the
-                   payload, 'tensors': {state_dict key: entry}}
-    the rest       payload: each tensor's bytes at the [offset, nbytes] its entry names
+    next H bytes   header, UTF-8 JSON: {'format': 'ternary-packed', 'version': 3, 'fingerprint': sha256 of the
+                   sorted state_dict names and shapes, 'payload_bytes': int, 'tensors': {state_dict key: entry}}
+    next bytes     payload: each tensor's bytes at the [offset, nbytes] its entry names
+    last 32 bytes  sha256 of all the bytes before them: magic, header length, header and payload
 
-Loading checks the payload against its sha256 before decoding anything: a garbled byte would otherwise load as
-a wrong weight or a NaN logit. Version 1 files, written before the checksum, are refused: export them again.
+Loading checks the sha256 before decoding anything: a garbled payload byte would otherwise load as a wrong
+weight or a NaN logit, and an edited header as another model (act_bits 0 -> 8 quantizes the activations; one
+digit of an offset reads another tensor's bytes). Older versions are refused: export them again (1 had no
+checksum, 2 one of the payload alone).
 
 Every state_dict entry (parameters and buffers) has an entry with its shape and dtype. A ternary layer's weight
 is stored as 2-bit codes plus float32 scales ('encoding': 'ternary2'); everything else (layers kept in full
@@ -19,9 +21,11 @@ precision, BatchNorm, running statistics) as its raw bytes in its own dtype ('en
 The codes are packed four to a byte as pack.py describes, with a worked example. Loading refuses the reserved
 field 10 anywhere, padding included: it decodes to -2, which no ternary weight is.
 
-Also here, for export and distill.py alike: `unwrap` (the model inside torch.compile's wrapper) and
-`check_architecture`; and `convert_from_flags`, the --ternary toggle, which reports the packed size.
+Also here, for export and distill.py alike: `unwrap` (the model inside torch.compile's wrapper),
+`check_architecture` and `atomic_output` (a full disk as one line); and `convert_from_flags`, the --ternary toggle,
+which reports the packed size.
 """
+import contextlib
 import hashlib
 import json
 import math
@@ -40,7 +44,8 @@ from ternary.pack import count_reserved_fields, pack_codes, packed_row_bytes, un
 from ternary.quant import dequantize
 
 MAGIC = b'TERNPACK'
-FORMAT, VERSION = 'ternary-packed', 2  # 2: the payload's sha256 in the header
+FORMAT, VERSION = 'ternary-packed', 3  # 2: the payload's sha256 in the header; 3: one sha256 of the whole file
+CHECKSUM_BYTES = 32  # the sha256 at the end of the file
 
 
 def unwrap(model):
@@ -100,21 +105,46 @@ def encode_state(model):
     return entries, payload
 
 
+@contextlib.contextmanager
+def atomic_output(path, what):
+    """atomic_write, with a disk error (a full disk, a read-only folder) as one line naming the path and what is
+    kept: the temporary file is removed and an earlier file at `path` is as it was. `what` names the output."""
+    existed = os.path.exists(path)
+    try:
+        with atomic_write(path) as tmp:
+            yield tmp
+    except OSError as exc:
+        kept = 'the earlier file there is unchanged' if existed else 'no partial file is left'
+        raise UserError(f'cannot write {what} {path} ({exc.strerror or exc}): it was not written and {kept}; '
+                        f'free space there or pass another path') from None
+
+
 def export_packed(model, path):
     """Writes the model to `path` (atomically: a failed export leaves any old file intact); returns its size."""
     entries, payload = encode_state(unwrap(model))
     shapes = {key: entry['shape'] for key, entry in entries.items()}
     header = json.dumps({'format': FORMAT, 'version': VERSION, 'fingerprint': fingerprint(shapes),
-                         'payload_bytes': len(payload), 'payload_sha256': hashlib.sha256(payload).hexdigest(),
-                         'tensors': entries}).encode()
-    with atomic_write(path) as tmp, open(tmp, 'wb') as f:
-        f.write(MAGIC + struct.pack('<Q', len(header)) + header)
-        f.write(payload)
+                         'payload_bytes': len(payload), 'tensors': entries}).encode()
+    data = MAGIC + struct.pack('<Q', len(header)) + header + payload
+    with atomic_output(path, 'the packed model') as tmp, open(tmp, 'wb') as f:
+        f.write(data)
+        f.write(hashlib.sha256(data).digest())
     return os.path.getsize(path)
 
 
+def parse_header(data, header_len, path):
+    """The header dict of a packed file's bytes; UserError if it does not parse or lacks its payload size."""
+    try:
+        header = json.loads(data[16:16 + header_len])
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or type(header.get('payload_bytes')) is not int:
+        raise UserError(f'{path} is truncated or corrupt: export the model again')
+    return header
+
+
 def read_packed(path):
-    """(header, payload) of a complete packed file, else UserError."""
+    """(header, payload) of a complete packed file of this version whose sha256 matches, else UserError."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -122,21 +152,18 @@ def read_packed(path):
     if data[:len(MAGIC)] != MAGIC or len(data) < 16:
         raise UserError(f'{path} is not a packed ternary model (written by ternary.export_packed)')
     header_len = struct.unpack('<Q', data[8:16])[0]
-    try:
-        header = json.loads(data[16:16 + header_len])
-        complete = len(data) - 16 - header_len == header['payload_bytes']
-    except (ValueError, KeyError, TypeError):
-        complete = False
-    if not complete:
-        raise UserError(f'{path} is truncated or corrupt: export the model again')
+    header = parse_header(data, header_len, path)
+    # The version before the length: an older file has no checksum at its end, so it would read as truncated.
     if header.get('format') != FORMAT or header.get('version') != VERSION:
-        raise UserError(f"{path} is {header.get('format')} version {header.get('version')}; "
-                        f'this code reads {FORMAT} version {VERSION} (2 added a checksum): export the model again')
-    payload = data[16 + header_len:]
-    if hashlib.sha256(payload).hexdigest() != header.get('payload_sha256'):
-        raise UserError(f'{path} is corrupt: its payload differs from the sha256 in its header (a disk or copy '
-                        'error?); copy the file again or export the model again')
-    return header, payload
+        raise UserError(f"{path} is {header.get('format')} version {header.get('version')}; this code reads "
+                        f'{FORMAT} version {VERSION} (3: its checksum covers the header too): export the model again')
+    end = 16 + header_len + header['payload_bytes']
+    if len(data) != end + CHECKSUM_BYTES:
+        raise UserError(f'{path} is truncated or corrupt: export the model again')
+    if hashlib.sha256(memoryview(data)[:end]).digest() != data[end:]:
+        raise UserError(f'{path} is corrupt: its bytes differ from the sha256 stored at its end (a disk or copy '
+                        'error, or an edit); copy the file again or export the model again')
+    return header, data[16 + header_len:end]
 
 
 def decode_tensor(payload, span, dtype, shape):

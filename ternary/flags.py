@@ -1,5 +1,9 @@
 """The --ternary toggle and its options, distillation (--teacher) and --save-model. A script passes FLAGS to
 parse_flags."""
+from pathlib import Path
+
+import torch
+
 from common.errors import UserError
 from common.flags import Flag, Flags
 from ternary.layers import check_act_bits
@@ -22,6 +26,46 @@ def check_kd_temperature(temperature):
         raise UserError(f'--kd-temperature must be positive, got {temperature}')
 
 
+def check_save_model_path(path, out=None):
+    """Refuses, when the flags are parsed, a --save-model path whose file the model would replace after training:
+    a results log (any .jsonl, so also the run's own log before it exists; `out`, the --out folder, is named in
+    the message) or any existing file that is not a saved model. An empty file or a saved model may be replaced."""
+    path = Path(path)
+    if path.suffix == '.jsonl':
+        logs = f' (the logs under --out {out} are .jsonl files)' if out is not None else ''
+        raise UserError(f'--save-model {path} names a results log{logs}: saving the model there would replace its '
+                        f'rows; pass a checkpoint path such as {path.with_suffix(".pt")}')
+    if not path.is_file() or path.stat().st_size == 0 or is_saved_model(path):
+        return
+    what = 'a results log (JSON lines)' if first_byte(path) == b'{' else 'not a model saved with --save-model'
+    raise UserError(f'--save-model {path} exists and is {what}: saving the model would replace it after training; '
+                    f'pass a new path, or move that file away first')
+
+
+def is_saved_model(path):
+    """Whether `path` holds a checkpoint as distill.save_model writes it: {'format', ..., 'state_dict'}. By its keys,
+    not its format string, which lives in distill.py, a module this one may not import (tests/test_ternary_imports)."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)  # mapped: nothing is read
+    except Exception:  # torch.load raises many types for files it cannot read
+        return False
+    return isinstance(checkpoint, dict) and isinstance(checkpoint.get('state_dict'), dict) and 'format' in checkpoint
+
+
+def first_byte(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read(1)
+    except OSError:  # unreadable: still refused, only not named as a log
+        return b''
+
+
+def check_save_model(hyp, args):
+    """FLAGS' check: it runs in parse_flags, before any output folder is made or any data read."""
+    if getattr(args, 'save_model', None) is not None:
+        check_save_model_path(args.save_model, getattr(args, 'out', None))  # a script without stats/ has no --out
+
+
 FLAGS = Flags('ternary weights and distillation (ternary/)', run={
     'ternary': Flag(False, 'BitNet b1.58 ternary weights for convs and linears (see ternary/)'),
     'ternary_acts': Flag(0, 'with --ternary: 8 also quantizes activations to 8-bit absmax; 0: off', check_ternary_acts,
@@ -35,4 +79,4 @@ FLAGS = Flags('ternary weights and distillation (ternary/)', run={
     'kd_temperature': Flag(4.0, 'with --teacher: softmax temperature of the distillation term', check_kd_temperature,
                            needs='teacher'),
     'save_model': Flag(None, 'write the last trained model to this path'),
-})
+}, check=check_save_model)

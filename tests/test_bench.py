@@ -82,3 +82,16 @@ def test_loader_benchmark_range_errors_are_one_line_and_log_nothing(flags, messa
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and proc.stderr.startswith(f'error: {message}') and proc.stderr.count('\n') == 1
     assert not (tmp_path / 'bench').exists()
+
+
+def test_the_step_benchmark_times_both_formats_and_appends_a_row(tmp_path):
+    proc = subprocess.run([sys.executable, 'tools/bench_step.py', '--batch-size', '4', '--steps', '1',
+                           '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = [json.loads(line) for line in (tmp_path / 'bench' / 'step__cpu.jsonl').read_text().splitlines()]
+    measured = row['measurements']
+    assert measured['fp32_over_bf16'] == measured['fp32_seconds_per_step'] / measured['bf16_seconds_per_step']
+    assert row['settings']['batch_size'] == 4 and row['cpu_info']['model']
+    proc = subprocess.run([sys.executable, 'tools/bench_step.py', '--script', 'nope.py'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith('error: --script nope.py is not a rung')

@@ -114,20 +114,23 @@ def test_bad_files_raise_user_errors_and_leave_the_model_unchanged(tmp_path):
 
 
 def split_file(path):
-    """(header, payload) of a packed file, to edit."""
+    """(header, payload, checksum) of a packed file, to edit."""
     data = path.read_bytes()
     header_len = struct.unpack('<Q', data[8:16])[0]
-    return json.loads(data[16:16 + header_len]), bytearray(data[16 + header_len:])
+    return json.loads(data[16:16 + header_len]), bytearray(data[16 + header_len:-32]), data[-32:]
 
 
-def join_file(path, header, payload):
+def join_file(path, header, payload, checksum=None):
+    """Writes the edited parts back: with `checksum`, the old one (a disk error), else one computed over the edited
+    bytes, as a writer with a bug would leave it, so the checks after the checksum are reached."""
     edited = json.dumps(header).encode()
-    path.write_bytes(b'TERNPACK' + struct.pack('<Q', len(edited)) + edited + bytes(payload))
+    data = b'TERNPACK' + struct.pack('<Q', len(edited)) + edited + bytes(payload)
+    path.write_bytes(data + (checksum or hashlib.sha256(data).digest()))
 
 
 def edit_entry(path, key, **changes):
     """Changes fields of one header entry, as a hand edit would."""
-    header, payload = split_file(path)
+    header, payload, _ = split_file(path)
     header['tensors'][key].update(changes)
     join_file(path, header, payload)
 
@@ -151,12 +154,12 @@ def test_edited_ternary_entries_raise_one_line_user_errors(tmp_path, changes, me
 def test_a_garbled_payload_is_refused_by_its_checksum(tmp_path):
     path = tmp_path / 'model.tpk'
     export_packed(train_ternary(), path)
-    header, payload = split_file(path)
-    assert header['version'] == 2 and header['payload_sha256'] == hashlib.sha256(payload).hexdigest()
+    header, payload, checksum = split_file(path)
+    assert header['version'] == 3 and checksum == hashlib.sha256(path.read_bytes()[:-32]).digest()
     offset, nbytes = header['tensors']['4.running_var']['data']
     payload[offset:offset + nbytes] = b'\0' * nbytes  # zeroed bytes: BatchNorm divides by sqrt(0 + eps)
-    join_file(path, header, payload)
-    with pytest.raises(UserError, match=r'model\.tpk is corrupt: its payload differs from the sha256 in its header'
+    join_file(path, header, payload, checksum)
+    with pytest.raises(UserError, match=r'model\.tpk is corrupt: its bytes differ from the sha256 stored at its end'
                                         r' .*; copy the file again or export the model again$') as error:
         load_packed(make_net(), path)
     assert '\n' not in str(error.value)
@@ -165,11 +168,10 @@ def test_a_garbled_payload_is_refused_by_its_checksum(tmp_path):
 def test_a_reserved_code_is_refused_even_with_a_matching_checksum(tmp_path):
     path = tmp_path / 'model.tpk'
     export_packed(train_ternary(), path)
-    header, payload = split_file(path)
+    header, payload, _ = split_file(path)
     offset = header['tensors']['3.weight']['codes'][0]
     payload[offset] = 0b00_01_10_00  # second field 10: decodes to -2, no ternary weight
-    header['payload_sha256'] = hashlib.sha256(payload).hexdigest()  # as a buggy writer would leave it
-    join_file(path, header, payload)
+    join_file(path, header, payload)  # with a matching checksum, as a buggy writer would leave it
     with pytest.raises(UserError, match=r"is corrupt: '3\.weight' holds 1 reserved 2-bit code\(s\) 10, which mean "
                                         r'none of -1, 0, \+1; export it again$'):
         load_packed(make_net(), path)
@@ -178,11 +180,10 @@ def test_a_reserved_code_is_refused_even_with_a_matching_checksum(tmp_path):
 def test_a_version_1_file_without_checksum_is_refused(tmp_path):
     path = tmp_path / 'model.tpk'
     export_packed(train_ternary(), path)
-    header, payload = split_file(path)
-    del header['payload_sha256']
+    header, payload, _ = split_file(path)
     join_file(path, {**header, 'version': 1}, payload)
-    with pytest.raises(UserError, match=r'is ternary-packed version 1; this code reads ternary-packed version 2 '
-                                        r'\(2 added a checksum\): export the model again'):
+    with pytest.raises(UserError, match=r'is ternary-packed version 1; this code reads ternary-packed version 3 '
+                                        r'\(3: its checksum covers the header too\): export the model again'):
         load_packed(make_net(), path)
 
 
@@ -200,6 +201,7 @@ def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError('disk full')
     monkeypatch.setattr('ternary.export.os.replace', fail)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r'cannot write the packed model .*model\.tpk \(disk full\): it was not '
+                                        r'written and the earlier file there is unchanged'):
         export_packed(convert(make_net()), path)
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ['model.tpk']
