@@ -1,12 +1,14 @@
-"""python -m reports COMMAND: summaries, comparisons and merges of results logs, the README table, the figure,
-the ladder's diff report and the side-by-side. `python -m reports COMMAND --help` for each command's flags."""
+"""python -m reports COMMAND: summaries, comparisons and merges of results logs, the README tables, the figure,
+the ladder's diff report, the FLOP counts and the side-by-side. `python -m reports COMMAND --help` for each
+command's flags."""
 import sys
 from pathlib import Path
 
 from common.errors import UsageError, UserError
 from common.flags import Parser
 from reports.figure import plot_ladder
-from reports.ladder import check_root, ladder_problems, ladder_steps
+from reports.flops import count_script, flops_table, write_counts
+from reports.ladder import LADDER, STANDALONE, check_root, ladder_problems, ladder_steps
 from reports.sidebyside import format_pairs, run_pairs, summarize_pairs
 from reports.table import update_readme
 from stats.log import config_of, merge_shards, read_rows
@@ -54,9 +56,9 @@ def merge_command(opts):
 def table_command(opts):
     stale = update_readme(opts.results, opts.readme, opts.check, opts.include_cpu)
     if opts.check:
-        print(f'{opts.readme}: table is ' + ('stale: run python -m reports table' if stale else 'up to date'))
+        print(f'{opts.readme}: tables are ' + ('stale: run python -m reports table' if stale else 'up to date'))
         return 1 if stale else 0
-    print(f'{opts.readme}: table ' + ('updated' if stale else 'already up to date'))
+    print(f'{opts.readme}: tables ' + ('updated' if stale else 'already up to date'))
 
 
 def figure_command(opts):
@@ -71,6 +73,16 @@ def ladder_command(opts):
     for problem in problems:
         print('problem: ' + problem)
     return 1 if problems else 0
+
+
+def flops_command(opts):
+    check_root(opts.root)
+    scripts = opts.scripts or [rung.script for rung in LADDER + STANDALONE if (Path(opts.root) / rung.script).is_file()]
+    counts = {}
+    for script in scripts:
+        print(f'counting {script} (one training step, one eval pass, fp32 on the CPU)', flush=True)
+        counts[Path(script).name] = count_script(Path(opts.root) / script)
+    print(f'{write_counts(opts.results, counts)}: updated\n' + '\n'.join(flops_table(counts)))
 
 
 def sidebyside_command(opts):
@@ -96,15 +108,23 @@ def build_parser():
     command = commands.add_parser('merge', help='append shard logs (--shard K/N) to their main log')
     command.add_argument('shard_logs', nargs='+', metavar='SHARD_LOG')
     command.add_argument('--force', action='store_true', help='merge logs of different configs anyway')
-    for name, text in (('table', "rewrite the README's results table"), ('figure', 'plot time against accuracy')):
+    for name, text in (('table', "rewrite the README's results and ladder tables"),
+                       ('figure', 'plot time against accuracy')):
         command = commands.add_parser(name, help=text)
         command.add_argument('--results', default='results', help='folder of the logs (default results)')
-        command.add_argument('--include-cpu', action='store_true', help='also use CPU logs (smoke tests)')
+        command.add_argument('--include-cpu', action='store_true',
+                             help='also CPU logs, smoke runs included, as devices of their own')
     commands.choices['table'].add_argument('--readme', default='README.md', help='default README.md')
-    commands.choices['table'].add_argument('--check', action='store_true', help='exit 1 if the table is stale')
+    commands.choices['table'].add_argument('--check', action='store_true', help='exit 1 if the tables are stale')
     commands.choices['figure'].add_argument('--out', default='ladder.png', help='image file (default ladder.png)')
     command = commands.add_parser('ladder', help="each step's feature and size; the ladder's problems")
     command.add_argument('--root', default='.', help='folder holding the rung scripts (default .)')
+    command = commands.add_parser('flops', help='count the TFLOPs of a run of each script into results/flops.json',
+                                  description='Counts one training step and one eval pass of each script with '
+                                  'FlopCounterMode on the CPU (reports/flops.py says what is counted)')
+    command.add_argument('scripts', nargs='*', metavar='SCRIPT', help='default: every rung and standalone script')
+    command.add_argument('--root', default='.', help='folder holding the rung scripts (default .)')
+    command.add_argument('--results', default='results', help='folder of flops.json (default results)')
     command = commands.add_parser('sidebyside', help='our rung against the published reference, run A B A B',
                                   description='Flags after -- go to our rung, e.g. -- --epochs 10')
     command.add_argument('ours', metavar='OURS', help='our rung, e.g. main7_mirror.py')
@@ -121,7 +141,7 @@ def build_parser():
 
 COMMANDS = {'summary': summary_command, 'compare': compare_command, 'merge': merge_command,
             'table': table_command, 'figure': figure_command, 'ladder': ladder_command,
-            'sidebyside': sidebyside_command}
+            'flops': flops_command, 'sidebyside': sidebyside_command}
 
 
 def main(argv=None):

@@ -5,24 +5,33 @@ the 'full' log gives the row and the 'ternary' log of the same script its ternar
 (ternary-kd, a custom --variant) gets a row of its own, where a ternary one (its runs used --ternary, whatever
 the name) shows its gap to 'full': the same script's, or for a standalone script without one (ternary94.py),
 its parent's.
-Rows follow the ladder, then the standalone scripts, then any other script. CPU logs are smoke tests, not
-evidence, and are left out unless asked for.
-The block between the markers is rewritten whole; everything else in the README is kept byte for byte. The new
+Rows follow the ladder, then the standalone scripts, then any other script. CPU logs
+(results/<script>/<variant>__cpu-<dtype>.jsonl) go to a table of their own, as accuracy evidence whose times are
+not comparable with GPU times, and only their full-length runs (all the data, the script's default epochs): smoke
+runs are left out. `include_cpu` also puts every CPU log, smoke runs included, in the per-device tables.
+A second block, between the ladder markers, is the README's ladder table: each script's step, its default epochs
+(read from its hyp), its TFLOPs per run as counted by `python -m reports flops` and as published by airbench. A
+README without those markers keeps only the results block.
+Each block between its markers is rewritten whole; everything else in the README is kept byte for byte. The new
 README replaces the old in one step, so a failed write leaves the old one as it was.
 """
+import ast
 import os
 from pathlib import Path
 
 from common.errors import UserError
 from common.files import atomic_write, read_utf8
-from reports.ladder import SCRIPTS, STANDALONE, find_rung
+from reports.flops import PUBLISHED_TFLOPS, read_counts
+from reports.ladder import LADDER, SCRIPTS, STANDALONE, find_rung, hyp_leaves, leaf_name
 from reports.sidebyside import summarize_pairs
 from stats.bench import BENCH
 from stats.log import is_shard_log, read_rows
 from stats.summary import describe, format_p
 
+ROOT = Path(__file__).resolve().parent.parent  # the folder of the scripts, whose hyp gives their default epochs
 BEGIN, END = '<!-- reports:table:begin -->', '<!-- reports:table:end -->'
 EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m reports table`.'
+NO_GPU = 'Nothing measured on a GPU yet: run a rung on a GPU, then `python -m reports table`.'
 HEADER = ['script', 'feature', 'epochs', 'median time (s)', 'TTA accuracy: mean (95% CI)', 'n',
           'ternary: mean (n)', 'gap (points)', '>= 94% shown?']
 CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seconds of whitening init, training '
@@ -36,6 +45,33 @@ SIDEBYSIDE_HEADING = ('**Side by side with the published airbench** (`python -m 
                       'runs alternating ours, reference; each side timed by its own CUDA events)')
 SIDEBYSIDE_HEADER = ['ours', 'reference', 'GPU', 'pairs', 'time ratio ours/reference: median (range)',
                      'median time (s): ours / reference', 'TTA accuracy: ours / reference']
+
+CPU_HEADING = '**CPU evidence** (accuracy only; times not comparable with GPU times)'
+CPU_HEADER = ['script', 'variant', 'dtype', 'CPU model', 'n', 'TTA accuracy: mean', '95% CI', 'share >= 94%',
+              '>= 94% shown?', 'median CPU minutes per run']
+CPU_CAPTION = ('Full-length CPU runs only (all 50,000 training images, the script\'s default epochs); smoke runs '
+               'are left out. dtype: the precision it trained in (`common/precision.py`). Times are CPU minutes of '
+               'the same phases as on a GPU, not comparable with GPU seconds.')
+
+LADDER_BEGIN, LADDER_END = '<!-- reports:ladder:begin -->', '<!-- reports:ladder:end -->'
+LADDER_HEADER = ['script', 'adds', 'epochs', 'TFLOPs per run', 'with per-epoch evals', 'published (airbench)']
+LADDER_CAPTION = ('TFLOPs per run: one training step (forward, loss, backward) and one TTA eval pass counted by '
+                  "PyTorch's FlopCounterMode (`python -m reports flops`, `results/flops.json`, `reports/flops.py`), "
+                  'times the run\'s steps and its 10,000 test images: the same on every device. With per-epoch '
+                  'evals: plus the untimed plain eval after each epoch, which the published counts leave out. '
+                  "Published: airbench's ablation table (Jordan 2024), for the rungs that reproduce its lines.")
+# The README's wording of each step, longer than reports.ladder's `feature` (the results table's column).
+README_FEATURES = {
+    'train_resnet18.py': 'ResNet-18 (CIFAR stem) tuned for time to 94%; outside the diff chain',
+    'main5_lookahead.py': 'lookahead (EMA of weights) with fast BatchNorm momentum, retuned lr schedule',
+    'main6_tta.py': 'multi-crop TTA: mirror plus two 1-pixel translations',
+    'main7_mirror.py': 'alternating ("mirror") flip instead of random flip',
+    'main8_compile.py': '`torch.compile` of the model',
+    'main9_muon.py': 'Muon (orthogonalized Nesterov updates) for the 3x3 convs, SGD for the biases and head, '
+                     'retuned as airbench94_muon: batch 2000, no warm-up, no lookahead',
+    'ternary94.py': 'main8 with ternary weights on by default, 1.5x widths, 15 epochs: a starting point for a '
+                    'ternary net at 94%, not yet tuned or measured; outside the diff chain',
+}
 
 
 def parse_log_name(path):
@@ -77,6 +113,66 @@ def sidebyside_table(results, include_cpu=False):
         return None
     return '\n'.join([SIDEBYSIDE_HEADING, '', '| ' + ' | '.join(SIDEBYSIDE_HEADER) + ' |',
                       '|' + '---|' * len(SIDEBYSIDE_HEADER), *lines])
+
+
+def hyp_defaults(path):
+    """{leaf name: default} of the `epochs` and `batch_size` leaves of a script's hyp; None without the script."""
+    if not Path(path).is_file():
+        return None
+    try:
+        leaves = hyp_leaves(read_utf8(path, 'save it as UTF-8'))
+    except SyntaxError as exc:
+        raise UserError(f'{path}: not valid Python ({exc.msg}, line {exc.lineno})') from None
+    names = {leaf_name(leaf).rpartition('.')[2]: value for leaf, (value, _) in leaves.items()}
+    return {name: ast.literal_eval(names[name]) for name in ('epochs', 'batch_size') if name in names}
+
+
+def is_full_length(row, epochs):
+    """A run on all the data (no --subset) for the script's default epochs: CPU evidence, not a smoke test."""
+    return not row.get('args', {}).get('subset') and row['epochs'] == epochs
+
+
+def collect_cpu(results, root=ROOT):
+    """{(script, variant, hardware): full-length rows} of the CPU logs; a log with none is left out, as is one
+    of a script not under root (its default epochs are unknown)."""
+    found = {}
+    for path in sorted(Path(results).glob('*/*__cpu*.jsonl')):
+        if path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path):
+            continue
+        script, variant, hardware = parse_log_name(path)
+        defaults = hyp_defaults(Path(root) / script)
+        if not defaults:
+            continue
+        rows = [row for row in read_rows(path) if is_full_length(row, defaults.get('epochs'))]
+        if rows:
+            found[(script, variant, hardware)] = rows
+    return found
+
+
+def distinct(values):
+    return ', '.join(sorted(set(values)))
+
+
+def cpu_row(script, variant, hardware, rows):
+    """Cells of one CPU log. A row without a dtype (written before the dtype leaf) trained in the dtype its log
+    name says, else fp32; one without cpu_info ran on an unknown CPU."""
+    s = describe(rows)
+    dtype = distinct(row['hyp'].get('net', {}).get('dtype') or hardware.partition('-')[2] or 'fp32' for row in rows)
+    model = distinct((row.get('cpu_info') or {}).get('model') or 'unknown' for row in rows)
+    ci = '' if s.n < 2 else f'{100 * s.ci_low:.2f} to {100 * s.ci_high:.2f}'
+    share = f'{round(s.share_at_target * s.n)}/{s.n} ({100 * s.share_at_target:.0f}%)'
+    return [f'`{script}`', variant, dtype, model, str(s.n), f'{100 * s.mean:.2f}%', ci, share, format_verdict(s),
+            f'{s.time_median / 60:.1f}']
+
+
+def cpu_table(results, root=ROOT):
+    """Markdown for the full-length CPU logs; None when there is none."""
+    logs = collect_cpu(results, root)
+    keys = sorted(logs, key=lambda key: (script_order(key[0]), key[1] != 'full', key[1], key[2]))
+    if not keys:
+        return None
+    return '\n'.join([CPU_HEADING, '', '| ' + ' | '.join(CPU_HEADER) + ' |', '|' + '---|' * len(CPU_HEADER),
+                      *('| ' + ' | '.join(cpu_row(*key, logs[key])) + ' |' for key in keys), '', CPU_CAPTION])
 
 
 def script_order(script):
@@ -147,31 +243,67 @@ def hardware_table(hardware, logs):
     return '\n'.join(lines)
 
 
-def make_block(results, include_cpu=False):
-    """The markdown between the markers."""
+def make_block(results, include_cpu=False, root=ROOT):
+    """The markdown between the results markers."""
     found = collect(results, include_cpu)
-    side = sidebyside_table(results, include_cpu)
-    if not found and not side:
+    cpu, side = cpu_table(results, root), sidebyside_table(results, include_cpu)
+    if not found and not cpu and not side:
         return EMPTY
-    tables = [hardware_table(hardware, found[hardware]) for hardware in sorted(found)] + ([CAPTION] if found else [])
-    return '\n\n'.join(tables + ([side] if side else []))
+    tables = [hardware_table(hardware, found[hardware]) for hardware in sorted(found)]
+    notes = [CAPTION] if found else [] if side else [NO_GPU]  # the side-by-side pairs ran on a GPU too
+    return '\n\n'.join(tables + notes + [table for table in (cpu, side) if table])
 
 
-def replace_block(text, block, readme):
-    begin, end = text.find(BEGIN), text.find(END)
+def ladder_order():
+    """The baselines outside the diff chain (ResNet-18) first, then the ladder, then the scripts built on a rung."""
+    return [rung for rung in STANDALONE if not rung.parent] + LADDER + [rung for rung in STANDALONE if rung.parent]
+
+
+def format_count(counts, defaults, key):
+    """A count of results/flops.json, or why there is none: a count for other epochs or batch size is stale."""
+    if counts is None:
+        return 'not counted'
+    if any(counts.get(name) != defaults.get(name) for name in ('epochs', 'batch_size')):
+        return 'stale: python -m reports flops'
+    return f'{counts[key]:.0f}'
+
+
+def ladder_block(results, root=ROOT):
+    """The README's ladder table: one row per script present under root."""
+    counts = read_counts(results)
+    lines = ['| ' + ' | '.join(LADDER_HEADER) + ' |', '|' + '---|' * len(LADDER_HEADER)]
+    for rung in ladder_order():
+        defaults = hyp_defaults(Path(root) / rung.script)
+        if defaults is None:
+            continue
+        count = counts.get(rung.script)
+        cells = [f'`{rung.script}`', README_FEATURES.get(rung.script, rung.feature), f'{defaults["epochs"]:g}',
+                 format_count(count, defaults, 'total_tflops'),
+                 format_count(count, defaults, 'total_with_epoch_evals_tflops'),
+                 str(PUBLISHED_TFLOPS.get(rung.script, ''))]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines + ['', LADDER_CAPTION])
+
+
+def replace_block(text, block, readme, begin_marker=BEGIN, end_marker=END):
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
-        raise UserError(f'{readme} has no "{BEGIN}" ... "{END}" pair: add both lines where the table goes')
-    return text[:begin + len(BEGIN)] + '\n' + block + '\n' + text[end:]
+        raise UserError(f'{readme} has no "{begin_marker}" ... "{end_marker}" pair: add both lines where the '
+                        'table goes')
+    return text[:begin + len(begin_marker)] + '\n' + block + '\n' + text[end:]
 
 
-def update_readme(results, readme, check=False, include_cpu=False):
-    """Rewrites the README's table (check=False) or only compares it. Returns True when it was stale."""
+def update_readme(results, readme, check=False, include_cpu=False, root=ROOT):
+    """Rewrites the README's tables (check=False) or only compares them. Returns True when they were stale.
+    root: the folder of the scripts, whose hyp gives the epochs of the ladder table and of full-length CPU runs."""
     readme = Path(readme)
     if not readme.is_file():
         raise UserError(f'{readme} does not exist' + (' (it is a folder)' if readme.is_dir() else '')
                         + ': pass --readme PATH')
     text = read_utf8(readme, 'save it as UTF-8, or pass --readme PATH')
-    new = replace_block(text, make_block(results, include_cpu), readme)
+    new = replace_block(text, make_block(results, include_cpu, root), readme)
+    if LADDER_BEGIN in new:  # optional: a README may hold the results table alone
+        new = replace_block(new, ladder_block(results, root), readme, LADDER_BEGIN, LADDER_END)
     if new != text and not check:
         write_readme(readme, new)
     return new != text

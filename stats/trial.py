@@ -233,7 +233,7 @@ def format_mean_std(x):
 def format_seeds(seeds):
     if not seeds:
         return 'none'
-    return ', '.join(map(str, seeds)) if len(seeds) <= 6 else f'{len(seeds)} seeds, {seeds[0]} to {seeds[-1]}'
+    return ', '.join(map(str, seeds)) if len(seeds) <= 6 else f'{seeds[0]} to {seeds[-1]} ({len(seeds)} of them)'
 
 
 class Trial:

@@ -22,9 +22,13 @@ def ladder(tmp_path):
 
 
 def edit_last(ladder, old, new):
+    """Edits main8_compile.py, and the same text in the rungs after it, which copy it forward: the edit shows in
+    main8's step alone."""
     path = ladder / 'main8_compile.py'
     assert old in path.read_text()
-    path.write_text(path.read_text().replace(old, new, 1))
+    for rung in LADDER[[r.script for r in LADDER].index(path.name):]:
+        later = ladder / rung.script
+        later.write_text(later.read_text().replace(old, new, 1))
 
 
 def test_a_clean_ladder_has_no_problems(ladder, capsys):
@@ -34,12 +38,17 @@ def test_a_clean_ladder_has_no_problems(ladder, capsys):
     assert 'main8_compile.py     [compile]    +7   -2   torch.compile of the model' in capsys.readouterr().out
 
 
-def test_a_step_over_80_lines_is_reported(ladder):
-    edit_last(ladder, '    return x + 8\n', '    return x + 8\n' + '    x = x + 1\n' * 71)
-    assert ladder_problems(ladder) == []  # 80 changed lines: at the limit
+def test_a_step_adding_or_removing_over_80_lines_is_reported(ladder):
+    edit_last(ladder, '    return x + 8\n', '    return x + 8\n' + '    x = x + 1\n' * 73)
+    assert ladder_problems(ladder) == []  # 80 added lines: at the limit
     edit_last(ladder, '    x = x + 1\n', '    x = x + 1\n' + '    x = x + 1\n' * 7)
-    assert ladder_problems(ladder) == ['main8_compile.py: 87 lines changed from main7_mirror.py (+85 -2), more '
-                                       'than 80']
+    assert ladder_problems(ladder) == ['main8_compile.py: 87 lines added to main7_mirror.py (+87 -2), more than 80']
+    # each side is bounded on its own: a rung that takes the 80 lines out again (tagged) removes too many
+    main9 = ladder / 'main9_muon.py'
+    main9.write_text(main9.read_text().replace('    x = x + 1\n' * 80, '').replace(
+        '    return x + 8\n', '    return x + 8  # [muon] without the x steps\n'))
+    assert ladder_problems(ladder)[1:] == ['main9_muon.py: 83 lines removed from main8_compile.py (+8 -83), more '
+                                           'than 80']
 
 
 def test_a_step_without_its_tag_is_reported(ladder):

@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import UserError
 from reports.__main__ import main as reports_main
-from reports.table import BEGIN, EMPTY, END, make_block, update_readme
+from reports.table import BEGIN, EMPTY, END, LADDER_BEGIN, LADDER_END, make_block, update_readme
 
 README = f'# Project\n\nintro\n\n{BEGIN}\n{EMPTY}\n{END}\n\nafter the table\n'
 
@@ -58,7 +58,50 @@ def test_one_table_per_gpu_in_ladder_order(results):
     assert '0.10' not in block and '50.00%' not in block  # the CPU log and the unmerged shard are left out
 
 
-def test_cpu_logs_only_on_request(results):
+def write_cpu_log(results, script, hardware, accuracies, epochs=9.9, subset=0, net=None, cpu_info=None,
+                  minutes=60.0):
+    """A CPU log of one run per accuracy; net: the rows' hyp['net'] (None: an old row without one)."""
+    path = results / script.removesuffix('.py') / f'full__{hardware}.jsonl'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as f:
+        for seed, acc in enumerate(accuracies):
+            row = dict(script=script, variant='full', run=seed, seed=seed, epochs=epochs, val_acc=acc, tta_val_acc=acc,
+                       time_seconds=60 * minutes, peak_memory_bytes=None, device='cpu',
+                       hyp={'opt': {'epochs': epochs}, **({'net': net} if net else {})},
+                       args={'ternary': False, 'subset': subset}, **({'cpu_info': cpu_info} if cpu_info else {}))
+            f.write(json.dumps(row) + '\n')
+    return path
+
+
+def test_full_length_cpu_logs_are_a_table_of_their_own_and_smoke_runs_are_left_out(results):
+    write_cpu_log(results, 'main7_mirror.py', 'cpu-fp32', [0.9402])  # an old row: no dtype, no cpu_info
+    write_cpu_log(results, 'main7_mirror.py', 'cpu-bf16', [0.939, 0.941, 0.943], net={'dtype': 'bf16'},
+                  cpu_info={'model': 'Test CPU'}, minutes=50.0)
+    write_cpu_log(results, 'main7_mirror.py', 'cpu-bf16', [0.5], subset=1000, net={'dtype': 'bf16'})  # a smoke run
+    write_cpu_log(results, 'main7_mirror.py', 'cpu-bf16', [0.6], epochs=1.0, net={'dtype': 'bf16'})   # another
+    write_cpu_log(results, 'main6_tta.py', 'cpu-fp32', [0.7, 0.7], epochs=2.0)  # only smoke runs: no row
+    block = make_block(results)
+    assert block.index('**NVIDIA Test GPU**') < block.index('**CPU evidence** (accuracy only; times not comparable')
+    rows = table_rows(block, '**CPU evidence**')
+    cpu_rows = [line for line in block.split('**CPU evidence**')[1].splitlines() if line.startswith('| `')]
+    assert len(cpu_rows) == 2 and list(rows) == ['`main7_mirror.py`']  # one row per log: bf16 first, by name
+    bf16 = [cell.strip() for cell in cpu_rows[0].strip('|').split(' | ')]
+    # n = 3, mean 94.10%, s = 0.2 points: CI 94.1 -+ 4.3027 * 0.2 / sqrt(3) = 94.1 -+ 0.50; t = 0.1 / (0.2 /
+    # sqrt(3)) = 0.866, and with 2 dof p = 1/2 - t / (2 sqrt(2 + t^2)) = 0.239.
+    assert bf16 == ['`main7_mirror.py`', 'full', 'bf16', 'Test CPU', '3', '94.10%', '93.60 to 94.60',
+                    '2/3 (67%)', 'no, p=0.24', '50.0']
+    assert rows['`main7_mirror.py`'][2:] == ['fp32', 'unknown', '1', '94.02%', '', '1/1 (100%)', 'n < 2', '60.0']
+    assert '50.00%' not in block and '60.00%' not in block and 'main6_tta' not in block
+    assert '0.10' not in block  # main0's CPU log holds 9.9-epoch runs; its own hyp says 35: a smoke test
+
+
+def test_cpu_evidence_alone_says_no_gpu_measured_it_yet(tmp_path):
+    write_cpu_log(tmp_path, 'main7_mirror.py', 'cpu-bf16', [0.94, 0.95], net={'dtype': 'bf16'})
+    block = make_block(tmp_path)
+    assert block.startswith('Nothing measured on a GPU yet') and '**CPU evidence**' in block
+
+
+def test_cpu_logs_join_the_device_tables_only_on_request(results):
     assert '**cpu**' in make_block(results, include_cpu=True)
     empty = results.parent / 'empty'
     empty.mkdir()
@@ -80,6 +123,18 @@ def test_readme_block_is_replaced_and_check_detects_staleness(results, tmp_path,
     write_log(results, 'main2_dirac.py', 'full', 'test-gpu', [0.95, 0.96])
     assert reports_main(['table', '--check', '--results', str(results), '--readme', str(readme)]) == 1
     assert readme.read_text() == text
+
+
+def test_the_ladder_block_is_rewritten_when_its_markers_are_there(results, tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text(README + f'\n## The ladder\n\n{LADDER_BEGIN}\nold\n{LADDER_END}\n\nafter the ladder\n')
+    assert update_readme(results, readme) is True
+    text = readme.read_text()
+    ladder = text.split(LADDER_BEGIN)[1].split(LADDER_END)[0]
+    assert '| `main4_freeze.py` | whitening-conv bias trained for 3 epochs, then frozen | 13.5 | not counted |' \
+        in ladder  # the results folder holds no flops.json
+    assert 'old' not in ladder and text.endswith(f'{LADDER_END}\n\nafter the ladder\n') and '95.00%' in text
+    assert update_readme(results, readme, check=True) is False
 
 
 def test_readme_without_markers_is_refused(results, tmp_path):
