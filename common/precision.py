@@ -13,6 +13,7 @@ weights' copies for ever (its loss stays flat). The whitening init is computed o
 bf16 the covariance is too coarse and `eigh` returns NaN filters.
 """
 import contextlib
+import os
 from pathlib import Path
 
 DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
@@ -29,10 +30,17 @@ def cpu_flags():
     return set(line.partition(':')[2].split())
 
 
-def native_bf16(flags=None):
-    """Whether the CPU multiplies bf16 in hardware; without it bf16 is emulated and slower than fp32."""
+# oneDNN's ISA caps below AVX512_CORE_BF16: under one of them (ONEDNN_MAX_CPU_ISA) oneDNN emulates bf16.
+ISA_CAPS_WITHOUT_BF16 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2', 'AVX512_CORE', 'AVX512_CORE_VNNI')
+
+
+def native_bf16(flags=None, environ=os.environ):
+    """Whether the CPU multiplies bf16 in hardware and oneDNN may use it. Emulated bf16 is far slower than fp32:
+    a step of main7's net took 68 s in bf16 against 5.5 s in fp32 on an AMD EPYC with oneDNN held to AVX2
+    (`ONEDNN_MAX_CPU_ISA=AVX2 python tools/bench_step.py --steps 3`), 2.5 s against 4.5 s without the cap."""
     flags = cpu_flags() if flags is None else flags
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+    capped = environ.get('ONEDNN_MAX_CPU_ISA', '').upper() in ISA_CAPS_WITHOUT_BF16
+    return not capped and any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 def resolve_dtype(name, device, allowed=DTYPES, flags=None):

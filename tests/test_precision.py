@@ -24,6 +24,9 @@ def test_auto_picks_the_fastest_format_the_device_and_the_script_allow():
     assert resolve_dtype('auto', 'cpu', flags={'avx512f', 'avx512_bf16'}) == 'bf16'
     assert resolve_dtype('auto', 'cpu', flags={'avx2', 'fma'}) == 'fp32'
     assert resolve_dtype('fp32', 'cuda') == 'fp32' and not native_bf16({'avx2'})
+    # oneDNN held below its bf16 ISA (as CI's second pass does) emulates bf16: no longer native
+    assert not native_bf16({'avx512_bf16'}, environ={'ONEDNN_MAX_CPU_ISA': 'AVX2'})
+    assert native_bf16({'amx_bf16'}, environ={'ONEDNN_MAX_CPU_ISA': 'ALL'})
 
 
 def test_the_resolved_dtype_is_in_the_hyp_and_fp16_is_refused_on_the_cpu():

@@ -11,6 +11,7 @@ the medians and their ratio are appended to results/bench/step__<device>.jsonl w
 """
 import argparse
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -92,7 +93,8 @@ def main(argv=None):
     medians = {f'{dtype}_seconds_per_step': statistics.median(values) for dtype, values in seconds.items()}
     ratio = medians['fp32_seconds_per_step'] / medians['bf16_seconds_per_step']
     measurements = {**medians, 'fp32_over_bf16': ratio, 'seconds': seconds}
-    settings = {'script': args.script, 'batch_size': batch_size, 'steps': args.steps, 'memory_format': 'channels_last'}
+    settings = {'script': args.script, 'batch_size': batch_size, 'steps': args.steps, 'memory_format': 'channels_last',
+                'onednn_max_cpu_isa': os.environ.get('ONEDNN_MAX_CPU_ISA')}  # a cap emulates what older CPUs do
     path = record_bench('step', args.device, measurements, settings, out=args.out)
     print(f"{args.script}, batch {batch_size}: fp32 {medians['fp32_seconds_per_step']:.3f} s/step, bf16 "
           f"{medians['bf16_seconds_per_step']:.3f} s/step, fp32/bf16 {ratio:.2f}x (median of {args.steps}); "
