@@ -2,6 +2,7 @@
 
     python -m reports sidebyside main7_mirror.py path/to/cifar10-airbench/legacy/airbench94.py --pairs 10
     python -m reports sidebyside main8_compile.py path/to/.../airbench94_compiled.py --pairs 10 -- --tta-level 2
+    python -m reports sidebyside main9_muon.py path/to/cifar10-airbench/airbench94_muon.py --pairs 10
 
 The reference is the public KellerJordan/cifar10-airbench repository (kept outside git, never committed). Its
 loader reads `cifar10/{train,test}.pt` from the working directory; we write those files from the CIFAR-10
@@ -37,8 +38,8 @@ from stats.summary import compare, format_p, mean_std, values
 from stats.trial import config_args, next_seeds
 
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-REFERENCE_HINT = ('expected legacy/airbench94.py or legacy/airbench94_compiled.py of a clone of '
-                  'github.com/KellerJordan/cifar10-airbench')
+REFERENCE_HINT = ('expected legacy/airbench94.py, legacy/airbench94_compiled.py or airbench94_muon.py of a clone '
+                  'of github.com/KellerJordan/cifar10-airbench')
 
 
 def sidebyside_log_path(out, ours, reference, hardware):
@@ -109,17 +110,20 @@ class ReferenceScript:
     def __init__(self, script, folder):
         self.script, self.folder = Path(script), Path(folder)
         self.module = import_script(script, 'sidebyside_reference')
-        if not all(hasattr(self.module, name) for name in ('main', 'make_net', 'print_training_details')):
+        has = lambda *names: all(hasattr(self.module, name) for name in names)
+        if not (has('main', 'print_training_details') and (has('make_net') or has('CifarNet'))):
             raise UserError(f'{script} is not the reference: {REFERENCE_HINT}')
         self.total_time_seconds = None
         report = self.module.print_training_details
 
         def capture(variables, is_final_entry):  # the last row of a run holds its timed total
             if is_final_entry:  # only the number: all its locals (loaders, model) would stay on the GPU
-                self.total_time_seconds = variables.get('total_time_seconds')
+                # the legacy scripts' total; airbench94_muon keeps its running total in time_seconds
+                self.total_time_seconds = variables.get('total_time_seconds', variables.get('time_seconds'))
             report(variables, is_final_entry)
         self.module.print_training_details = capture
-        self.models = self.compiled_models() if len(inspect.signature(self.module.main).parameters) == 3 else ()
+        parameters = len(inspect.signature(self.module.main).parameters)
+        self.models = self.compiled_models() if parameters == 3 else self.muon_model() if parameters == 2 else ()
 
     def compiled_models(self):
         """What airbench94_compiled.py's __main__ builds: two compiled nets, the second with the whitening bias
@@ -128,6 +132,16 @@ class ReferenceScript:
         train_bias, freeze_bias = self.module.make_net(), self.module.make_net()
         freeze_bias[0].bias.requires_grad = False
         return tuple(torch.compile(model, mode='max-autotune') for model in (train_bias, freeze_bias))
+
+    def muon_model(self):
+        """What airbench94_muon.py's __main__ builds: one CifarNet in channels_last, compiled in max-autotune (on
+        CUDA); main(run, model) resets it every run."""
+        import torch
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        model = self.module.CifarNet().to(device).to(memory_format=torch.channels_last)
+        if device == 'cuda':
+            model.compile(mode='max-autotune')
+        return (model,)
 
     def run(self, run, seed):
         import torch

@@ -172,3 +172,34 @@ def test_cli_without_cuda_says_so():
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr == 'error: the side-by-side needs a CUDA GPU (the reference ' \
                                                    'loads its data onto cuda:0)\n'
+
+
+MUON_STAND_IN = """
+import torch
+calls = []
+
+class CifarNet(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Conv2d(3, 4, 2))
+
+def print_training_details(variables, is_final_entry):
+    print(variables.get('run'), variables.get('tta_val_acc'), variables.get('time_seconds'))
+
+def main(run, model):
+    calls.append((run, type(model).__name__))
+    data = torch.load('cifar10/test.pt', map_location='cpu')
+    tta_val_acc = (data['labels'] == 0).float().mean().item()
+    time_seconds = 3.0
+    print_training_details(locals(), is_final_entry=True)
+    return tta_val_acc
+"""
+
+
+def test_airbench94_muon_gets_its_one_model_and_its_time_is_read(synthetic_cache, tmp_path):
+    reference = tmp_path / 'airbench94_muon.py'
+    reference.write_text(MUON_STAND_IN)
+    path = run_pairs(ROOT / 'main7_mirror.py', reference, 1, tmp_path / 'results', tmp_path / 'ref',
+                     ours_argv(synthetic_cache))
+    assert sys.modules['sidebyside_reference'].calls == [('warmup', 'CifarNet'), (0, 'CifarNet')]
+    [row] = read_rows(path)
+    assert row['reference']['time_seconds'] == 3.0 and row['reference']['script'] == 'airbench94_muon.py'

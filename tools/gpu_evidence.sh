@@ -6,14 +6,16 @@
 #
 #   bash tools/gpu_evidence.sh PHASE        PHASE: quick smoke final ladder-a ladder-b resnet sidebyside
 #                                                  sidebyside-compiled compile-modes ternary ternary-kd ternary94
+#                                                  muon dtypes
 # `quick` is the plan for a session with 15 device-minutes: one ~8-minute command, most important first (GPU-only
 # tests, main8 and main7 at n=10, the kernel table, ternary94 at n=3, 5 side-by-side pairs, then more seeds of
-# main8 and main7 while the budget lasts); run it again to add seeds (--resume).
+# main8 and main7 while the budget lasts, main9 at n=5); run it again to add seeds (--resume).
 # Settings (environment): DATA (CIFAR-10 folder, default .cifar/data), OUT (where results/ is copied,
 # default $OUT or /tmp/gpu-evidence), BUDGET (seconds before no new job starts, default 560), REF (folder
-# with airbench94.py and airbench94_compiled.py from github.com/KellerJordan/cifar10-airbench legacy/,
-# default .reference/src; git-ignored, never committed: fill it from a clone with
+# with airbench94.py and airbench94_compiled.py from github.com/KellerJordan/cifar10-airbench legacy/, and
+# airbench94_muon.py from its root, default .reference/src; git-ignored, never committed: fill it from a clone with
 #   git -C CLONE show HEAD:legacy/airbench94.py > .reference/src/airbench94.py   (and airbench94_compiled.py)
+#   git -C CLONE show HEAD:airbench94_muon.py > .reference/src/airbench94_muon.py
 # and on the device machine carry .reference/src along with the checkout: not .reference, which after a local
 # run also holds ~185 MB of data files, over the 64 MiB carry limit).
 #
@@ -23,7 +25,8 @@
 # sidebyside-compiled ~6 min (10 pairs; max-autotune compilation of the reference), compile-modes ~5 min
 # (main8 in its own max-autotune mode, in default mode and in max-autotune-no-cudagraphs, n=10 each, for the
 # time ratios), ternary
-# ~10 min (every rung, n=10), ternary-kd ~3 min, ternary94 ~6 min (n=25).
+# ~10 min (every rung, n=10), ternary-kd ~3 min, ternary94 ~6 min (n=25), muon ~6 min (main9 n=25, 10 pairs against
+# airbench94_muon.py), dtypes ~4 min (main8 in bf16 and in fp32 beside its fp16 log, n=10 each: what --dtype costs).
 set -u
 cd "$(dirname "$0")/.."
 PHASE=${1:?usage: bash tools/gpu_evidence.sh PHASE (see the top of this file)}
@@ -62,7 +65,7 @@ quick)
     if [ -f "$REF/airbench94_compiled.py" ]; then
         job python -m reports sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 5 --data-dir "$DATA"
     else echo "== skipped side by side: no $REF/airbench94_compiled.py (see the top of this file)"; fi
-    runs main8_compile.py 50; runs main7_mirror.py 25 ;;
+    runs main8_compile.py 50; runs main7_mirror.py 25; runs main9_muon.py 5 ;;
 smoke)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
     job python -m pytest -q tests/test_ternary_kernels.py tests/test_ternary.py
@@ -90,5 +93,17 @@ ternary-kd)
     [ -f .teacher/main8.pt ] || job python main8_compile.py --data-dir "$DATA" --variant teacher --save-model .teacher/main8.pt
     runs main8_compile.py 10 --ternary --teacher .teacher/main8.pt ;;
 ternary94) runs ternary94.py 25 ;;
+muon)
+    runs main9_muon.py 25
+    if [ -f "$REF/airbench94_muon.py" ]; then
+        job python -m reports sidebyside main9_muon.py "$REF/airbench94_muon.py" --pairs 10 --data-dir "$DATA"
+    else echo "== skipped side by side: no $REF/airbench94_muon.py (see the top of this file)"; fi
+    job python -m reports compare results/main8_compile/full__*-fp16.jsonl results/main9_muon/full__*-fp16.jsonl ;;
+dtypes)  # --dtype on CUDA: fp16 (auto, the full log) against bf16 autocast and fp32, same seeds
+    runs main8_compile.py 10
+    for dtype in bf16 fp32; do
+        runs main8_compile.py 10 --dtype $dtype
+        job python -m reports compare results/main8_compile/full__*-fp16.jsonl results/main8_compile/full__*-${dtype}.jsonl
+    done ;;
 *) echo "error: unknown phase '$PHASE': see the top of tools/gpu_evidence.sh"; exit 2 ;;
 esac
