@@ -1,5 +1,4 @@
 """Bad inputs to the run path (stats/): each is refused in one line, and the log keeps every row it had."""
-import argparse
 import errno
 import os
 import tracemalloc
@@ -11,40 +10,10 @@ from common import provenance
 from common.errors import UserError
 from common.flags import parse_flags
 from stats import FLAGS, Trial
-from stats.log import read_rows
 
-HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'net': {'width': 8, 'dtype': 'fp32'}}
-OTHER_LR = {'opt': {'epochs': 1.0, 'lr': 11.5}, 'net': {'width': 8, 'dtype': 'fp32'}}
+from test_stats_trial import HYP, fake_result, logged_seeds, make_args, run_trial, script  # noqa: F401 (a fixture)
 
-
-def make_args(out, **overrides):
-    """The run-control namespace a rung's parse_flags returns, device already resolved."""
-    defaults = dict(runs=1, resume=False, seed=0, data_dir=None, device='cpu', out=str(out), variant=None, force=False,
-                    shard=None, gpus=None, warmup=True, save_model=None)
-    return argparse.Namespace(**{**defaults, **overrides})
-
-
-def fake_result(run, seed):
-    return dict(run=run, seed=seed, epochs=1.0, val_acc=0.9, tta_val_acc=0.95, time_seconds=1.0,
-                peak_memory_bytes=None)
-
-
-@pytest.fixture
-def script(tmp_path):
-    path = tmp_path / 'main0_network.py'
-    path.write_text('"""main0_network.py: a stand-in rung."""\n')
-    return path
-
-
-def run_trial(script, args, hyp=HYP):
-    trial = Trial(script, hyp, args)
-    for run, seed in trial.pending():
-        trial.record(fake_result(run, seed))
-    return trial
-
-
-def logged_seeds(path):
-    return [row['seed'] for row in read_rows(path)]
+OTHER_LR = {**HYP, 'opt': {**HYP['opt'], 'lr': 11.5}}
 
 
 def test_two_configs_that_begin_one_new_log_cannot_both_append(script, tmp_path):
