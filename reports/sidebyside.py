@@ -35,7 +35,8 @@ from common.files import atomic_write
 from common import provenance
 from stats.log import append_row, check_rows, read_rows
 from stats.summary import compare, format_p, mean_std, values
-from stats.trial import config_args, next_seeds
+from stats.seeds import next_seeds
+from stats.trial import config_args
 
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 REFERENCE_HINT = ('expected legacy/airbench94.py, legacy/airbench94_compiled.py or airbench94_muon.py of a clone '

@@ -24,7 +24,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from common import errors
@@ -32,6 +31,7 @@ from common.errors import UserError
 from common import provenance
 from stats.flags import check_gpus_format, check_out, check_runs, check_variant, parse_shard
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
+from stats.seeds import RunPlan, format_seeds, next_seeds, shard_seeds
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
 # Flags that do not change what a run computes, so rows that differ only in them are pooled (the contract's list).
@@ -110,83 +110,6 @@ def config_args(args):
     return {key: value for key, value in sorted(vars(args).items()) if key not in NOT_CONFIG}
 
 
-class LazySequence(Sequence):
-    """A read-only sequence whose items are computed when read. It compares equal to a list of the same items, and
-    a slice of it is a list (what one --gpus child gets: a share of a plan)."""
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self.item(i) for i in range(*index.indices(len(self)))]
-        if not -len(self) <= index < len(self):
-            raise IndexError(f'index {index} of a plan of {len(self)}')
-        return self.item(index % len(self))
-
-    def __eq__(self, other):
-        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
-
-    def __repr__(self):
-        return repr(list(self)) if len(self) <= 20 else f'<{len(self)} items, {self[0]!r} to {self[-1]!r}>'
-
-
-class SeedPlan(LazySequence):
-    """The seeds of `span` (a range) that `logged` lacks, in order. They are not held: --runs 100000000 plans
-    in the memory of the logged seeds (a list of them took 12 GB before the first run)."""
-
-    def __init__(self, span, logged):
-        self.span = span
-        self.skipped_set = {span.index(seed) for seed in logged if seed in span}  # positions in span
-        self.skipped = sorted(self.skipped_set)
-
-    def __len__(self):
-        return len(self.span) - len(self.skipped)
-
-    def item(self, index):
-        position = index
-        for skipped in self.skipped:  # each skipped position at or before it moves it one place on
-            if skipped > position:
-                break
-            position += 1
-        return self.span[position]
-
-    def __iter__(self):
-        return (seed for position, seed in enumerate(self.span) if position not in self.skipped_set)
-
-    def __contains__(self, seed):
-        return seed in self.span and self.span.index(seed) not in self.skipped_set
-
-
-class RunPlan(LazySequence):
-    """(run index, seed) of each planned seed: run r has seed first + r."""
-
-    def __init__(self, seeds, first):
-        self.seeds, self.first = seeds, first
-
-    def __len__(self):
-        return len(self.seeds)
-
-    def item(self, index):
-        return self.seeds[index] - self.first, self.seeds[index]
-
-    def __iter__(self):
-        return ((seed - self.first, seed) for seed in self.seeds)
-
-
-def next_seeds(first, count, logged):
-    """The `count` smallest seeds >= first that are not in `logged`."""
-    end = first + count
-    for seed in sorted(seed for seed in logged if seed >= first):
-        if seed >= end:
-            break
-        end += 1  # a logged seed inside the span takes one place of the plan: the span grows by one
-    return SeedPlan(range(first, end), logged)
-
-
-def shard_seeds(first, runs, shard, logged):
-    """The seeds first + r, r < runs with r % N == K - 1, that are not in `logged`."""
-    k, n = shard
-    return SeedPlan(range(first + k - 1, first + runs, n), logged)
-
-
 def gpu_child_seeds():
     """The seeds a --gpus parent gave this process, or None when it was not started that way."""
     text = os.environ.get(GPU_SEEDS_ENV)
@@ -228,12 +151,6 @@ def cuda_gpu_names(device):
 def format_mean_std(x):
     mean, std = mean_std(x)
     return f'{mean:.4f}/{std:.4f}' if len(x) > 1 else f'{mean:.4f}/n/a'
-
-
-def format_seeds(seeds):
-    if not seeds:
-        return 'none'
-    return ', '.join(map(str, seeds)) if len(seeds) <= 6 else f'{seeds[0]} to {seeds[-1]} ({len(seeds)} of them)'
 
 
 class Trial:
@@ -310,7 +227,7 @@ class Trial:
         return seeds
 
     def pending(self):
-        """(run index, seed) pairs this process should do, in order; computed as they are read (SeedPlan)."""
+        """(run index, seed) pairs this process should do, in order; computed as they are read (stats/seeds.py)."""
         return RunPlan(self.seeds, self.args.seed)
 
     def record(self, result):
