@@ -72,13 +72,13 @@ def flags_for_values_of(lower, upper):
     return flags
 
 
-def tiny_run(name, data_dir, monkeypatch, poison, extra=()):
+def tiny_run(name, data_dir, monkeypatch, poison, extra=(), off=()):
     rung = importlib.import_module(name)
     net = TINY_NET.get(name, ['--block1', '8', '--block2', '16', '--block3', '16'])
     if 'whiten_bias_epochs' in rung.hyp['opt']:
         net += ['--whiten-bias-epochs', '1']  # the freeze happens inside the run
     defaults = getattr(rung, 'RUN_DEFAULTS', None)  # ternary94: ternary on
-    argv = [*extra, *TINY, *net, '--data-dir', str(data_dir)]  # TINY and the net win over rung k's values
+    argv = [*extra, *TINY, *net, *off, '--data-dir', str(data_dir)]  # later flags win: TINY over extra, off last
     hyp, args = parse_flags(rung.hyp, rung.FLAGS, argv, defaults=defaults)
     monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: None)  # the order matters, not the compiler
     model, loss_fn, train_loader, test_loader, _ = rung.prepare(hyp, args)
@@ -125,7 +125,7 @@ def test_the_poison_catches_an_output_read_after_the_next_call():
 @pytest.mark.parametrize('upper, off, lower', FEATURE_OFF, ids=[upper for upper, _, _ in FEATURE_OFF])
 def test_a_rung_with_its_feature_off_is_the_rung_before(upper, off, lower, synthetic_cache, monkeypatch, capsys):
     expected = clean_table(lower, synthetic_cache, monkeypatch, capsys)
-    tiny_run(upper, synthetic_cache, monkeypatch, poison=False, extra=[*flags_for_values_of(lower, upper), *off])
+    tiny_run(upper, synthetic_cache, monkeypatch, poison=False, extra=flags_for_values_of(lower, upper), off=off)
     assert table_without_times(capsys.readouterr().out) == expected
 
 
