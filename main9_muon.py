@@ -54,8 +54,8 @@ hyp = {
         'block1': 64,               # channels of the three conv groups
         'block2': 256,
         'block3': 256,
-        'bn_momentum': 0.4,         # [muon] as airbench94_muon (its 1 - 0.6); weight of the new batch statistics
-        'logit_scale': 1 / 256,     # [muon] retuned: 1/block3, the head at unit std; scales the classifier's output
+        'bn_momentum': 0.4,         # [lookahead] retuned to keep up with it; weight of the new batch statistics
+        'logit_scale': 1 / 256,     # [muon] retuned: airbench94_muon's 1/width at block3 256 (fixed, not per width)
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
         'dtype': 'auto',            # 'auto', 'fp32', 'bf16' or 'fp16' (common/precision.py)
         'compile_mode': 'max-autotune',  # [compile] as airbench; CUDA graphs, kernel autotuning (common/flags.py)

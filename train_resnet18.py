@@ -153,9 +153,9 @@ def epoch_row(run, epoch, loss, outputs, labels, timer):
 
 def infer_views(model, inputs, tta_level):
     if tta_level == 0:
-        return model(inputs).clone()  # kept while the next batch runs: a CUDA graph's replay would overwrite it
+        return model(inputs).float().clone()  # kept while the next batch runs: a CUDA graph's replay overwrites it
     if tta_level == 1:
-        return 0.5 * model(inputs) + 0.5 * model(inputs.flip(-1))  # each output used before the next call
+        return 0.5 * model(inputs).float() + 0.5 * model(inputs.flip(-1)).float()  # read before the next call
     padded = F.pad(inputs, (1, 1, 1, 1), mode='reflect')
     shifted = [padded[..., :-2, :-2], padded[..., 2:, 2:]]
     return 0.5 * infer_views(model, inputs, 1) + 0.25 * sum(infer_views(model, x, 1) for x in shifted)
@@ -166,7 +166,7 @@ def evaluate(model, loader, dtype, tta_level=0):
     model.eval()
     with torch.no_grad(), autocast(loader.device.type, dtype):
         images = loader.normalize(loader.images)  # timed in the final eval, as in airbench
-        logits = torch.cat([infer_views(model, batch, tta_level).float() for batch in images.split(1000)])
+        logits = torch.cat([infer_views(model, batch, tta_level) for batch in images.split(1000)])
     return (logits.argmax(1) == loader.labels).sum().item() / len(loader.labels)  # exact: 9,400 of 10,000 is 0.94
 
 #############################################

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from common.files import atomic_write, remove_stale_partials, scratch_folder
+from common.files import atomic_output, remove_stale_partials, scratch_folder
 
 CACHE_NAME = 'cifar10_uint8.pt'
 CACHE_FORMAT = 'cifar10-uint8-v2'  # v2 adds the sha256 of the images and labels
@@ -245,14 +245,10 @@ def write_cache(parts, cache_file, source=DOWNLOADED):
     payload = {'format': CACHE_FORMAT, 'source': str(source), 'sha256': checksum(tensors)}
     for split, (images, labels) in tensors.items():
         payload[split] = {'images': images, 'labels': labels}
-    try:
-        # Through a Python file, so a full disk is an OSError (torch.save to a path raises a RuntimeError).
-        with atomic_write(cache_file) as tmp, open(tmp, 'wb') as f:
-            torch.save(payload, f)
-    except OSError as exc:
-        raise UserError(f'cannot write the CIFAR-10 cache {cache_file} ({exc.strerror or exc}): nothing was cached '
-                        f'and no partial file is left; free {CACHE_MB} MB there or set CIFAR10_CACHE to a folder '
-                        f'with room') from None
+    # Through a Python file, so a full disk is an OSError (torch.save to a path raises a RuntimeError).
+    room = f'free {CACHE_MB} MB there or set CIFAR10_CACHE to a folder with room'
+    with atomic_output(cache_file, 'the CIFAR-10 cache', room) as tmp, open(tmp, 'wb') as f:
+        torch.save(payload, f)
 
 
 def read_cache(cache_file):

@@ -115,3 +115,17 @@ def atomic_write(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(path, what, fix='free space there or pass another path'):
+    """atomic_write, with a disk error (a full disk, a read-only folder) as one line naming `what` and the path,
+    what is kept (the temporary file is removed; an earlier file at `path` is as it was) and `fix`."""
+    existed = os.path.exists(path)
+    try:
+        with atomic_write(path) as tmp:
+            yield tmp
+    except OSError as exc:
+        kept = 'the earlier file there is unchanged' if existed else 'no partial file is left'
+        raise UserError(f'cannot write {what} {path} ({exc.strerror or exc}): it was not written and {kept}; '
+                        f'{fix}') from None

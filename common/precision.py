@@ -20,14 +20,19 @@ DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
 NATIVE_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')  # /proc/cpuinfo: AMX tiles (Intel), AVX-512 BF16 (Intel, AMD)
 
 
-def cpu_flags():
-    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where it cannot be read."""
+def cpuinfo_field(name):
+    """The value of the first `name` line of /proc/cpuinfo (Linux), or None where there is none."""
     try:
         text = Path('/proc/cpuinfo').read_text(errors='replace')
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith('flags')), '')
-    return set(line.partition(':')[2].split())
+        return None
+    line = next((line for line in text.splitlines() if line.partition(':')[0].strip() == name), None)
+    return None if line is None else line.partition(':')[2].strip()
+
+
+def cpu_flags():
+    """The CPU's feature flags; empty where /proc/cpuinfo cannot be read."""
+    return set((cpuinfo_field('flags') or '').split())
 
 
 # oneDNN's ISA caps below AVX512_CORE_BF16: under one of them (ONEDNN_MAX_CPU_ISA) oneDNN emulates bf16.

@@ -70,13 +70,8 @@ def gpu_info(device):
 
 def cpu_model_name():
     """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        for line in Path('/proc/cpuinfo').read_text(errors='replace').splitlines():
-            if line.startswith('model name'):
-                return line.partition(':')[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or 'unknown'
+    from common.precision import cpuinfo_field
+    return cpuinfo_field('model name') or platform.processor() or platform.machine() or 'unknown'
 
 
 def cpu_info():

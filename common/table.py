@@ -38,7 +38,8 @@ def check_finite_loss(run, epoch, train_loss):
     so no statistic ever counts it, and the runs finished before it stay in the log."""
     if not math.isfinite(train_loss):
         raise UserError(f'run {run} diverged: its training loss is {train_loss} at epoch {epoch}, so it is not logged '
-                        '(the runs before it are): lower --lr, or check the --teacher checkpoint')
+                        '(the runs before it are): lower the learning rates (--lr and the rung\'s other lr flags), '
+                        'or check the --teacher checkpoint')
     return train_loss
 
 

@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 
 from common.errors import UserError
-from common.files import atomic_write, read_utf8
+from common.files import atomic_output, read_utf8
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 EVAL_IMAGES = 50  # random images for the per-image eval count
@@ -83,9 +83,8 @@ def count_script(path, argv=()):
     from reports.sidebyside import import_script
     path = Path(path)
     rung = import_script(path, 'flops_' + path.stem)
-    fp32 = ['--dtype', 'fp32'] if 'dtype' in rung.hyp['net'] else []  # main9 has no dtype leaf: fp32 on the CPU
     with contextlib.redirect_stdout(io.StringIO()):  # parse_flags and the ternary switch print the config
-        hyp, args = parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu', *fp32, *argv])
+        hyp, args = parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu', '--dtype', 'fp32', *argv])
         # The rung's own --ternary switch, as its prepare() applies it (on by default in ternary94.py); through
         # the rung, since reports import no ternary (tests/test_project.py).
         model = rung.ternary.convert_from_flags(rung.make_net(hyp['net'], 'cpu'), args)
@@ -125,7 +124,7 @@ def write_counts(results, counts):
     """Adds `counts` to results/flops.json, in one step (common/files.py)."""
     path = Path(results) / FLOPS_FILE
     merged = read_counts(results) | counts
-    with atomic_write(path) as partial:
+    with atomic_output(path, 'the FLOP counts') as partial:
         Path(partial).write_text(json.dumps(merged, indent=1) + '\n')
     return path
 

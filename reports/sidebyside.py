@@ -63,7 +63,7 @@ def import_script(path, name):
     """A script imported as a module: its definitions run, its __main__ block does not."""
     path = Path(path)
     if not path.is_file() or path.suffix != '.py':
-        raise UserError(f'{path} is not a Python script')
+        raise UserError(f'{path} is not a Python script: pass a .py file, e.g. main7_mirror.py')
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # so that torch.compile and pickling can find the module by name

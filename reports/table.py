@@ -16,11 +16,12 @@ Each block between its markers is rewritten whole; everything else in the README
 README replaces the old in one step, so a failed write leaves the old one as it was.
 """
 import ast
+import contextlib
 import os
 from pathlib import Path
 
 from common.errors import UserError
-from common.files import atomic_write, read_utf8
+from common.files import atomic_output, read_utf8
 from reports.flops import PUBLISHED_TFLOPS, read_counts
 from reports.ladder import LADDER, SCRIPTS, STANDALONE, find_rung, hyp_leaves, leaf_name
 from reports.sidebyside import summarize_pairs
@@ -116,20 +117,27 @@ def sidebyside_table(results, include_cpu=False):
 
 
 def hyp_defaults(path):
-    """{leaf name: default} of the `epochs` and `batch_size` leaves of a script's hyp; None without the script."""
+    """{leaf name: default} of a script's hyp leaves whose default is a literal (`1 / 9` is not); None without
+    the script."""
     if not Path(path).is_file():
         return None
     try:
         leaves = hyp_leaves(read_utf8(path, 'save it as UTF-8'))
     except SyntaxError as exc:
         raise UserError(f'{path}: not valid Python ({exc.msg}, line {exc.lineno})') from None
-    names = {leaf_name(leaf).rpartition('.')[2]: value for leaf, (value, _) in leaves.items()}
-    return {name: ast.literal_eval(names[name]) for name in ('epochs', 'batch_size') if name in names}
+    defaults = {}
+    for leaf, (value, _) in leaves.items():
+        with contextlib.suppress(ValueError, SyntaxError):
+            defaults[leaf_name(leaf).rpartition('.')[2]] = ast.literal_eval(value)
+    return defaults
 
 
-def is_full_length(row, epochs):
-    """A run on all the data (no --subset) for the script's default epochs: CPU evidence, not a smoke test."""
-    return not row.get('args', {}).get('subset') and row['epochs'] == epochs
+def is_full_length(row, defaults):
+    """A run on all the data (no --subset) with the script's default hyp, dtype aside: CPU evidence, not a smoke
+    test nor a variant (a leaf whose default is no literal is not compared)."""
+    leaves = {key: value for group in row['hyp'].values() if isinstance(group, dict) for key, value in group.items()}
+    same = all(leaves.get(name, value) == value for name, value in defaults.items() if name != 'dtype')
+    return not row.get('args', {}).get('subset') and row['epochs'] == defaults.get('epochs') and same
 
 
 def collect_cpu(results, root=ROOT):
@@ -143,7 +151,7 @@ def collect_cpu(results, root=ROOT):
         defaults = hyp_defaults(Path(root) / script)
         if not defaults:
             continue
-        rows = [row for row in read_rows(path) if is_full_length(row, defaults.get('epochs'))]
+        rows = [row for row in read_rows(path) if is_full_length(row, defaults)]
         if rows:
             found[(script, variant, hardware)] = rows
     return found
@@ -315,9 +323,6 @@ def write_readme(readme, text):
     if not readme.stat().st_mode & 0o222 or not os.access(readme, os.W_OK):
         raise UserError(f'{readme} is read-only: make it writable (chmod u+w {readme}) or pass --readme PATH; '
                         f'{readme.name} was left as it was')
-    try:
-        with atomic_write(readme) as partial:
-            Path(partial).write_bytes(text.encode('utf-8'))
-    except OSError as exc:
-        raise UserError(f'cannot write {readme} ({exc.strerror or exc}): {readme.name} was left as it was; free '
-                        'some space (or fix the permissions) and run python -m reports table again') from None
+    again = 'free some space (or fix the permissions) and run python -m reports table again'
+    with atomic_output(readme, 'the README', again) as partial:
+        Path(partial).write_bytes(text.encode('utf-8'))

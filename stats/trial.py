@@ -102,8 +102,11 @@ def default_variant(args):
 
 
 def hyp_dtype(hyp):
-    """The resolved `dtype` leaf of a script's hyp (common/precision.py)."""
-    return next(value for group in hyp.values() for key, value in group.items() if key == 'dtype')
+    """The resolved `dtype` leaf of a script's hyp (common/precision.py); every script has one."""
+    found = [value for group in hyp.values() for key, value in group.items() if key == 'dtype']
+    if not found:
+        raise ValueError("hyp has no 'dtype' leaf: add 'dtype': 'auto' to hyp['net'] (common/precision.py)")
+    return found[0]
 
 
 def config_args(args):

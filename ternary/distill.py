@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from ternary.export import atomic_output, check_architecture, unwrap
+from common.files import atomic_output
+from ternary.export import check_architecture, unwrap
 from ternary.layers import TernaryLayer
 
 MODEL_FORMAT = 'cifar-ladder-model-v1'
@@ -112,12 +113,13 @@ def distill_from_flags(loss_fn, make_net, args):
         return loss_fn
     teacher = load_teacher(args.teacher, make_net, args.device)
     teacher_dtype = next(teacher.parameters()).dtype
-    # A teacher kept in fp32 (train_resnet18) runs as its script does on CUDA: in bf16 autocast. Elsewhere the
-    # inputs take the teacher's dtype (fp16 batches reaching fp32 weights would be a dtype error).
-    use_autocast = teacher_dtype == torch.float32 and torch.device(args.device).type == 'cuda'
     alpha, T = args.kd_alpha, args.kd_temperature
 
     def distillation_loss(outputs, labels, inputs):
+        # The loss runs inside the rung's per-step autocast region, so a bf16 run's teacher multiplies in bf16. An
+        # fp32 teacher (train_resnet18) meeting fp16 batches runs as its script does on CUDA: in bf16 autocast;
+        # otherwise the inputs take the teacher's dtype (fp16 batches reaching fp32 weights would be an error).
+        use_autocast = teacher_dtype == torch.float32 and inputs.dtype == torch.float16 and inputs.is_cuda
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=use_autocast):
             teacher_logits = teacher(inputs if use_autocast else inputs.to(teacher_dtype)).float()
         hard = loss_fn(outputs.float(), labels, inputs)  # in fp32, as the soft term is

@@ -22,10 +22,9 @@ The codes are packed four to a byte as pack.py describes, with a worked example.
 field 10 anywhere, padding included: it decodes to -2, which no ternary weight is.
 
 Also here, for export and distill.py alike: `unwrap` (the model inside torch.compile's wrapper),
-`check_architecture` and `atomic_output` (a full disk as one line); and `convert_from_flags`, the --ternary toggle,
+`check_architecture`; and `convert_from_flags`, the --ternary toggle,
 which reports the packed size.
 """
-import contextlib
 import hashlib
 import json
 import math
@@ -37,7 +36,7 @@ from typing import NamedTuple
 import torch
 
 from common.errors import UserError
-from common.files import atomic_write
+from common.files import atomic_output
 from ternary.layers import (TernaryLayer, check_convertible, convert, describe, export_codes, is_quantizable,
                             make_ternary, quantizable_names)
 from ternary.pack import count_reserved_fields, pack_codes, packed_row_bytes, unpack_codes
@@ -103,20 +102,6 @@ def encode_state(model):
             entry.update(encoding='raw', data=append(payload, tensor))
         entries[key] = entry
     return entries, payload
-
-
-@contextlib.contextmanager
-def atomic_output(path, what):
-    """atomic_write, with a disk error (a full disk, a read-only folder) as one line naming the path and what is
-    kept: the temporary file is removed and an earlier file at `path` is as it was. `what` names the output."""
-    existed = os.path.exists(path)
-    try:
-        with atomic_write(path) as tmp:
-            yield tmp
-    except OSError as exc:
-        kept = 'the earlier file there is unchanged' if existed else 'no partial file is left'
-        raise UserError(f'cannot write {what} {path} ({exc.strerror or exc}): it was not written and {kept}; '
-                        f'free space there or pass another path') from None
 
 
 def export_packed(model, path):

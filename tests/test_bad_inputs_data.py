@@ -126,7 +126,7 @@ def test_a_full_disk_while_caching_is_one_line_and_leaves_nothing(binary_cifar, 
     monkeypatch.setattr(torch, 'save', full_disk_save)
     one_line_error(lambda: load_cifar10(binary_cifar),
                    f'^cannot write the CIFAR-10 cache {cache_dir}/cifar10-[0-9a-f]+.pt \\(No space left on device\\): '
-                   'nothing was cached and no partial file is left; free 200 MB there or set CIFAR10_CACHE')
+                   'it was not written and no partial file is left; free 200 MB there or set CIFAR10_CACHE')
     assert files_in(cache_dir) == []
     monkeypatch.undo()
     assert len(load_cifar10(binary_cifar)['test'][1]) == RECORDS  # with room again: converted from the same files

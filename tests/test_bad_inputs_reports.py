@@ -64,8 +64,8 @@ def test_a_readme_that_cannot_be_written_is_left_as_it_was(tmp_path, readme, cap
         raise OSError(errno.ENOSPC, 'No space left on device')
     monkeypatch.setattr(Path, 'write_bytes', disk_full)
     status, _, err = run(['table', '--results', results, '--readme', readme], capsys)
-    assert status == 1 and one_error_line(err).startswith(f'error: cannot write {readme} (No space left on device): '
-                                                          'README.md was left as it was')
+    assert status == 1 and one_error_line(err).startswith(f'error: cannot write the README {readme} (No space left '
+                                                          'on device): it was not written and the earlier file')
     assert readme.read_text() == README and sorted(tmp_path.iterdir()) == [readme, results]  # no partial file
     monkeypatch.undo()
     assert run(['table', '--results', results, '--readme', readme], capsys)[0] == 0 and '95.50%' in readme.read_text()

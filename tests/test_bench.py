@@ -92,6 +92,7 @@ def test_the_step_benchmark_times_both_formats_and_appends_a_row(tmp_path):
     measured = row['measurements']
     assert measured['fp32_over_bf16'] == measured['fp32_seconds_per_step'] / measured['bf16_seconds_per_step']
     assert row['settings']['batch_size'] == 4 and row['cpu_info']['model']
-    proc = subprocess.run([sys.executable, 'tools/bench_step.py', '--script', 'nope.py'], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and proc.stderr.startswith('error: --script nope.py is not a rung')
+    for script in ('nope.py', 'reports/table.py'):
+        proc = subprocess.run([sys.executable, 'tools/bench_step.py', '--script', script], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and proc.stderr.startswith(f'error: --script {script} is not a rung')

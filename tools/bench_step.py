@@ -10,7 +10,7 @@ optimizer step; no data loading, no augmentation. Timed by the wall clock on the
 the medians and their ratio are appended to results/bench/step__<device>.jsonl with the CPU's name and flags.
 """
 import argparse
-import importlib.util
+import inspect
 import os
 import statistics
 import sys
@@ -25,17 +25,26 @@ sys.path.insert(0, str(ROOT))
 from common.errors import UserError, install_excepthook  # noqa: E402  (after the path: run as a file)
 from common.flags import parse_flags  # noqa: E402
 from common.precision import autocast  # noqa: E402
+from reports.sidebyside import import_script  # noqa: E402
 from stats.bench import record_bench  # noqa: E402
+
+RUNG_PARTS = ('hyp', 'FLAGS', 'make_net', 'make_optimizer', 'cross_entropy_loss')
 
 
 def load_rung(script):
     path = ROOT / script
-    if not path.is_file():
+    rung = import_script(path, 'bench_' + path.stem) if path.is_file() and path.suffix == '.py' else None
+    if rung is None or not all(hasattr(rung, name) for name in RUNG_PARTS):
         raise UserError(f'--script {script} is not a rung of this repository: pass e.g. main7_mirror.py')
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    rung = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rung)
     return rung
+
+
+def make_optimizers(rung, model, opt):
+    """The rung's optimizers as a list: main9_muon's make_optimizer also takes the steps of an epoch and returns
+    SGD and Muon together."""
+    if 'epoch_steps' in inspect.signature(rung.make_optimizer).parameters:
+        return rung.make_optimizer(model, 1000, 50, opt)[0]
+    return [rung.make_optimizer(model, 1000, opt)[0]]
 
 
 def make_step(rung, dtype, batch_size, device):
@@ -44,7 +53,7 @@ def make_step(rung, dtype, batch_size, device):
                                                  '--batch-size', str(batch_size)])
     model = rung.make_net(hyp['net'], device)
     model.train()
-    optimizer, _ = rung.make_optimizer(model, 1000, hyp['opt'])
+    optimizers = make_optimizers(rung, model, hyp['opt'])
     loss_fn = rung.cross_entropy_loss(hyp['opt']['label_smoothing'])
     generator = torch.Generator(device).manual_seed(0)
     inputs = torch.randn(batch_size, 3, 32, 32, generator=generator, device=device)
@@ -54,9 +63,10 @@ def make_step(rung, dtype, batch_size, device):
     def step():
         with autocast(device, dtype):
             loss = loss_fn(model(inputs), labels, inputs).sum()
-        optimizer.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        for optimizer in optimizers:
+            optimizer.step()
         if device == 'cuda':
             torch.cuda.synchronize()
     return step
