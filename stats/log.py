@@ -115,7 +115,7 @@ def check_reference(path, number, reference):
     if not isinstance(reference, dict):
         raise UserError(f'{path} line {number}: reference is {json.dumps(reference)}, not an object: fix that '
                         'line or move the file away')
-    check_accuracy(path, number, 'reference.tta_val_acc', reference.get('tta_val_acc'))
+    check_accuracy(path, number, 'reference.tta_val_acc', reference.get('tta_val_acc', ABSENT))
     check_number(path, number, 'reference.time_seconds', reference.get('time_seconds', ABSENT),
                  'a time in seconds >= 0', lambda x: x >= 0)
     if not isinstance(reference.get('script'), str):  # the table's side-by-side rows name it
@@ -135,7 +135,8 @@ def check_number(path, number, key, value, expected, test):
 
 def check_accuracy(path, number, key, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserError(f'{path} line {number}: {key} is {json.dumps(value)}, not a fraction in [0, 1]'
+        shown = 'missing' if value is ABSENT else json.dumps(value)
+        raise UserError(f'{path} line {number}: {key} is {shown}, not a fraction in [0, 1]'
                         f'{percent_hint(value)}: fix that line or move the file away')
 
 

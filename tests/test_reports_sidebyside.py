@@ -139,7 +139,7 @@ def test_a_pair_whose_reference_result_was_edited_is_refused(synthetic_cache, tm
     for reference, message in [
             ({'tta_val_acc': 93.9, 'time_seconds': 3.0}, r'reference.tta_val_acc is 93.9, not a fraction in \[0, 1\] '
                                                          r'\(in percent'),
-            ({'time_seconds': 3.0}, 'reference.tta_val_acc is null, not a number'),
+            ({'time_seconds': 3.0}, r'reference.tta_val_acc is missing, not a fraction in \[0, 1\]'),
             ('airbench94.py', 'reference is "airbench94.py", not an object')]:
         path.write_text(json.dumps({**row, 'reference': reference}) + '\n')
         with pytest.raises(UserError, match=message):
