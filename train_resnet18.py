@@ -22,7 +22,8 @@ import stats
 import ternary
 from airbench import CifarLoader, load_data
 from common.flags import Flags, one_of, parse_flags
-from common.precision import autocast, input_dtype
+from common.errors import UserError
+from common.precision import autocast, input_dtype, onednn_below_avx512
 from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
                           reset_peak_memory)
 
@@ -106,6 +107,13 @@ def make_net(net, device):
     """fp32 weights in channels_last; with dtype bf16 (auto on CUDA) the forward runs in bf16 autocast (main()).
     No fp16 weights, as the rungs (and airbench) have: this recipe's decay step alone, lr * weight_decay =
     1e-4 of a weight, is below half an fp16 ulp (2^-11), so fp16 weights would lose the decay to rounding."""
+    if device == 'cpu' and net['width'] < 8 and onednn_below_avx512():
+        # The shortcuts' 1x1 stride-2 convs: oneDNN's AVX2 weight-gradient kernel for them, in channels_last with
+        # fewer than 8 input channels, writes past its workspace (uxlfoundation/oneDNN#6035): a segfault, a hang
+        # or wrong gradients. `ONEDNN_MAX_CPU_ISA=AVX2 python train_resnet18.py --width 4` showed all three.
+        raise UserError(f"--width {net['width']}: on this CPU oneDNN runs AVX2 kernels, and its AVX2 1x1 "
+                        'stride-2 conv corrupts memory below 8 channels (uxlfoundation/oneDNN#6035): use --width 8 '
+                        'or more')
     return ResNet18(net['width']).to(device).to(memory_format=torch.channels_last)
 
 #############################################

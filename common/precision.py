@@ -48,6 +48,19 @@ def native_bf16(flags=None, environ=os.environ):
     return not capped and any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
+# oneDNN's ISA caps below AVX512_CORE, and the flags AVX512_CORE needs: without them oneDNN runs its AVX2 kernels.
+ISA_CAPS_BELOW_AVX512 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2')
+AVX512_CORE_FLAGS = ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')
+
+
+def onednn_below_avx512(flags=None, environ=os.environ):
+    """Whether oneDNN's CPU kernels are AVX2 (or older) ones: a CPU without AVX-512, or ONEDNN_MAX_CPU_ISA capped
+    below it. Some of those kernels have bugs the AVX-512 ones lack (train_resnet18's make_net)."""
+    flags = cpu_flags() if flags is None else flags
+    capped = environ.get('ONEDNN_MAX_CPU_ISA', '').upper() in ISA_CAPS_BELOW_AVX512
+    return capped or not all(flag in flags for flag in AVX512_CORE_FLAGS)
+
+
 def resolve_dtype(name, device, allowed=DTYPES, flags=None):
     """'auto' as the device's fastest format among those a script allows (train_resnet18 has no fp16); the others
     as given."""

@@ -20,7 +20,7 @@ from reports.ladder import SCRIPTS
 RUNGS = [script.removesuffix('.py') for script in SCRIPTS]
 # 2,100 test images: more than one eval batch (2,000), so outputs kept across batches are caught too
 TINY = ['--device', 'cpu', '--subset', '2100', '--epochs', '1.4', '--batch-size', '700', '--no-warmup']
-TINY_NET = {'train_resnet18': ['--width', '4']}
+TINY_NET = {'train_resnet18': ['--width', '8']}
 
 
 # (rung k+1, the flags that switch off its feature where no hyp leaf of rung k does, rung k). A hyp leaf both rungs

@@ -110,3 +110,24 @@ def test_every_lr_decays_linearly_to_zero_without_warmup_the_whitening_biass_ove
     whiten, norms, head = (group['lr'] for group in sgd.param_groups)
     assert (whiten, norms, head) == pytest.approx((opt['bias_lr'] * 5 / 6, opt['bias_lr'] * 0.9, opt['lr'] * 0.9))
     assert muon.param_groups[0]['lr'] == pytest.approx(opt['muon_lr'] * 0.9)
+
+
+def test_two_muon_steps_follow_nesterov_then_newton_schulz_at_the_real_lr(eager):
+    """w <- w * sqrt(C_out) / |w| - lr * NS(g + m * b), b <- m * b + g, written out for two steps of the rung's lr
+    and momentum: the second step is where Nesterov differs from plain momentum (NS removes the first's scale)."""
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.nn.Parameter(torch.randn(16, 8, 3, 3, generator=generator))
+    grads = [torch.randn(16, 8, 3, 3, generator=generator) for _ in range(2)]
+    lr, momentum = rung.hyp['opt']['muon_lr'], rung.hyp['opt']['muon_momentum']
+    muon = rung.Muon([weight], lr=lr, momentum=momentum)
+    expected, buffer = weight.detach().clone(), torch.zeros_like(weight)
+    for grad in grads:
+        weight.grad = grad.clone()
+        muon.step()
+        buffer = momentum * buffer + grad
+        update = rung.newton_schulz((grad + momentum * buffer).flatten(1)).view_as(expected)
+        expected = expected * 16**0.5 / expected.norm() - lr * update
+        # NS runs in bf16: a last-bit difference in its input may move an update entry by a bf16 ulp (< 1% of it)
+        torch.testing.assert_close(weight.detach(), expected, rtol=0, atol=lr * 1e-2)
+    plain = rung.newton_schulz(buffer.flatten(1)).view_as(expected)  # what plain momentum would have stepped by
+    assert not torch.allclose(update.float(), plain.float(), atol=1e-2)

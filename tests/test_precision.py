@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from common.errors import UserError
 from common.flags import parse_flags
-from common.precision import autocast, native_bf16, resolve_dtype
+from common.precision import AVX512_CORE_FLAGS, autocast, native_bf16, onednn_below_avx512, resolve_dtype
 from test_call_order import TINY
 from test_rungs import run_script, tiny_flags
 
@@ -28,6 +28,25 @@ def test_auto_picks_the_fastest_format_the_device_and_the_script_allow():
     # oneDNN held below its bf16 ISA (as CI's second pass does) emulates bf16: no longer native
     assert not native_bf16({'avx512_bf16'}, environ={'ONEDNN_MAX_CPU_ISA': 'AVX2'})
     assert native_bf16({'amx_bf16'}, environ={'ONEDNN_MAX_CPU_ISA': 'ALL'})
+
+
+def test_onednn_kernels_are_avx2_ones_without_avx512_or_under_a_cap():
+    avx512 = {'avx2', *AVX512_CORE_FLAGS}
+    assert not onednn_below_avx512(avx512, environ={})
+    assert not onednn_below_avx512(avx512, environ={'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16'})
+    assert onednn_below_avx512(avx512, environ={'ONEDNN_MAX_CPU_ISA': 'avx2'})
+    assert onednn_below_avx512({'avx2', 'fma', 'avx512f'}, environ={})  # AVX-512 without BW/VL/DQ: AVX2 kernels
+
+
+def test_resnet18_refuses_a_width_the_avx2_1x1_conv_corrupts(monkeypatch):
+    resnet18 = importlib.import_module('train_resnet18')
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')  # as on a CPU without AVX-512
+    with pytest.raises(UserError, match=r'^--width 4: .*oneDNN#6035.*--width 8 or more$'):
+        resnet18.make_net(dict(resnet18.hyp['net'], width=4), 'cpu')
+    assert resnet18.make_net(dict(resnet18.hyp['net'], width=8), 'cpu').stem.out_channels == 8
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'ALL')
+    if not onednn_below_avx512():  # AVX-512 kernels have no such bug: the width stays the user's choice
+        assert resnet18.make_net(dict(resnet18.hyp['net'], width=4), 'cpu').stem.out_channels == 4
 
 
 def test_the_resolved_dtype_is_in_the_hyp_and_fp16_is_refused_on_the_cpu():

@@ -17,7 +17,7 @@ EPOCHS = {'main8_compile.py': ['--epochs', '2', '--whiten-bias-epochs', '1']}
 
 
 def tiny_flags(script, data_dir, out):
-    net = ['--width', '4'] if script == 'train_resnet18.py' else TINY_NET
+    net = ['--width', '8'] if script == 'train_resnet18.py' else TINY_NET
     return ['--device', 'cpu', '--data-dir', str(data_dir), '--out', str(out), '--subset', str(TINY_TEST),
             '--epochs', '1', '--batch-size', '64', *net]
 
