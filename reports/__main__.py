@@ -1,6 +1,6 @@
 """python -m reports COMMAND: summaries, comparisons and merges of results logs, the README tables, the figure,
-the ladder's diff report, the FLOP counts and the side-by-side. `python -m reports COMMAND --help` for each
-command's flags."""
+the ladder's diff report, the FLOP counts, ternary94.py's search log and the side-by-side. `python -m reports
+COMMAND --help` for each command's flags."""
 import sys
 from pathlib import Path
 
@@ -9,6 +9,7 @@ from common.flags import Parser
 from reports.figure import plot_ladder
 from reports.flops import count_script, flops_table, write_counts
 from reports.ladder import LADDER, STANDALONE, check_root, ladder_problems, ladder_steps
+from reports.search import update_search_log
 from reports.sidebyside import format_pairs, run_pairs, summarize_pairs
 from reports.table import update_readme
 from stats.log import config_of, merge_shards, read_rows
@@ -85,6 +86,15 @@ def flops_command(opts):
     print(f'{write_counts(opts.results, counts)}: updated\n' + '\n'.join(flops_table(counts)))
 
 
+def search_command(opts):
+    check_root(opts.root)
+    readme, stale = update_search_log(opts.results, opts.root, opts.check)
+    if opts.check:
+        print(f'{readme}: the search table is ' + ('stale: run python -m reports search' if stale else 'up to date'))
+        return 1 if stale else 0
+    print(f'{readme}: search table ' + ('updated' if stale else 'already up to date'))
+
+
 def sidebyside_command(opts):
     import torch  # here, so the other commands start without loading it
     if opts.pairs < 1:
@@ -125,6 +135,12 @@ def build_parser():
     command.add_argument('scripts', nargs='*', metavar='SCRIPT', help='default: every rung and standalone script')
     command.add_argument('--root', default='.', help='folder holding the rung scripts (default .)')
     command.add_argument('--results', default='results', help='folder of flops.json (default results)')
+    command = commands.add_parser('search', help="rewrite ternary94.py's search log, results/ternary94/README.md",
+                                  description='One line per log of ternary94.py: its config as flags, TFLOPs, '
+                                  'packed size, n, mean (reports/search.py says what each column counts)')
+    command.add_argument('--root', default='.', help='folder holding ternary94.py (default .)')
+    command.add_argument('--results', default='results', help='folder of the logs (default results)')
+    command.add_argument('--check', action='store_true', help='exit 1 if the table is stale')
     command = commands.add_parser('sidebyside', help='our rung against the published reference, run A B A B',
                                   description='Flags after -- go to our rung, e.g. -- --epochs 10')
     command.add_argument('ours', metavar='OURS', help='our rung, e.g. main7_mirror.py')
@@ -141,7 +157,7 @@ def build_parser():
 
 COMMANDS = {'summary': summary_command, 'compare': compare_command, 'merge': merge_command,
             'table': table_command, 'figure': figure_command, 'ladder': ladder_command,
-            'flops': flops_command, 'sidebyside': sidebyside_command}
+            'flops': flops_command, 'search': search_command, 'sidebyside': sidebyside_command}
 
 
 def main(argv=None):

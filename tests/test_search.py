@@ -1,0 +1,102 @@
+"""`python -m reports search`: ternary94.py's search log, one line per log, from rows as a run writes them."""
+import contextlib
+import io
+import json
+
+import pytest
+
+import reports.search as search
+from common.errors import UserError
+from common.flags import parse_flags
+from reports.__main__ import main as reports_main
+from reports.sidebyside import import_script
+from reports.table import ROOT
+from stats.trial import config_args
+
+TINY = ['--block1', '8', '--block2', '16', '--block3', '16', '--batch-size', '500']  # counted in about a second
+
+
+@pytest.fixture(scope='module')
+def rung():
+    return import_script(ROOT / 'ternary94.py', 'test_search_ternary94')
+
+
+def logged_rows(rung, argv, accuracies, variant):
+    """Rows as ternary94.py logs them for `argv` (its own defaults, ternary on, resolved for a bf16 CPU run)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        hyp, args = parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu', '--dtype', 'bf16', *argv],
+                                defaults=rung.RUN_DEFAULTS)
+    return [dict(script='ternary94.py', variant=variant, seed=seed, hyp=hyp, args=config_args(args), device='cpu',
+                 epochs=hyp['opt']['epochs'], tta_val_acc=acc, time_seconds=60.0, date=f'2026-12-0{seed + 1}T10:00')
+            for seed, acc in enumerate(accuracies)]
+
+
+def write_log(results, variant, rows):
+    path = results / 'ternary94' / f'{variant}__cpu-bf16.jsonl'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(''.join(json.dumps(row) + '\n' for row in rows))
+
+
+def table_lines(results):
+    text = (results / 'ternary94' / 'README.md').read_text()
+    block = text[text.index(search.BEGIN):text.index(search.END)]
+    return [[cell.strip() for cell in line.split('|')[1:-1]] for line in block.splitlines()[3:]]
+
+
+def test_one_line_per_log_cheapest_first_with_its_config_as_flags(rung, tmp_path):
+    # epochs within whiten_bias_epochs (3): every step trains the whitening bias, so the step costs are equal
+    write_log(tmp_path, 'long', logged_rows(rung, [*TINY, '--epochs', '2'], [0.9410, 0.9420], 'long'))
+    write_log(tmp_path, 'short-pc', logged_rows(rung, [*TINY, '--epochs', '1', '--ternary-per-channel'],
+                                                [0.9300, 0.9310], 'short-pc'))
+    smoke = logged_rows(rung, [*TINY, '--epochs', '1', '--subset', '2000'], [0.5], 'smoke')
+    write_log(tmp_path, 'smoke', smoke)  # smoke runs are no evidence: left out
+    readme, stale = search.update_search_log(tmp_path, ROOT)
+    assert stale and readme == tmp_path / 'ternary94' / 'README.md'
+    short, long = table_lines(tmp_path)
+    assert [short[0], long[0]] == ['short-pc', 'long']
+    counts = json.loads((tmp_path / 'ternary94' / 'flops.json').read_text())  # kept beside the logs, by config: --epochs=1.0 first
+    short_count, long_count = (counts[key] for key in sorted(counts))
+    assert (float(short[2]), float(long[2])) == (round(short_count['total_tflops'], 1), round(long_count['total_tflops'], 1))
+    assert long_count['train_tflops'] == pytest.approx(2 * short_count['train_tflops'], rel=0.05)  # twice the epochs
+    assert long_count['eval_tflops'] == short_count['eval_tflops']
+    assert '`--epochs=1.0`' in short[1] and '`--ternary-per-channel=true`' in short[1] and '--subset' not in short[1]
+    assert (short[5], short[6], long[6]) == ('2', '93.05%', '94.15%') and long[9] == '2026-12-01 to 2026-12-02'
+    packed, fp32 = (float(x) for x in short[3].replace('(', '').replace(')', '').split())
+    assert packed < fp32 / 4  # 2 bits a ternary weight; per-channel scales cost a few bytes more than one per layer
+    assert float(long[3].split()[0]) < packed
+
+
+def test_a_line_reruns_as_it_reads(rung, tmp_path):
+    """The config cell, fed back to the script's flags, gives the logged hyp and run flags."""
+    rows = logged_rows(rung, [*TINY, '--epochs', '3', '--lr', '9', '--ternary-acts', '8'], [0.93, 0.94], 'acts')
+    write_log(tmp_path, 'acts', rows)
+    search.update_search_log(tmp_path, ROOT)
+    [line] = table_lines(tmp_path)
+    argv = [flag.strip('`') for flag in line[1].split()]
+    assert [row['hyp'] for row in logged_rows(rung, argv, [0.9], 'again')] == [rows[0]['hyp']]
+    assert logged_rows(rung, argv, [0.9], 'again')[0]['args'] == rows[0]['args']
+
+
+def test_counts_are_kept_and_the_rest_of_the_file_too(rung, tmp_path, monkeypatch, capsys):
+    write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '2', '--teacher', '/x/fp.pt'], [0.93], 'kd'))
+    readme, _ = search.update_search_log(tmp_path, ROOT)
+    [line] = table_lines(tmp_path)
+    assert line[2].endswith('+ teacher') and '`--teacher=fp.pt`' in line[1] and line[8] == 'n < 2'
+    readme.write_text('my notes\n' + readme.read_text() + 'more notes\n')
+    monkeypatch.setattr(search, 'count_script', lambda *a: pytest.fail('counted again'))
+    assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT), '--check']) == 0
+    assert 'up to date' in capsys.readouterr().out
+    write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '2', '--teacher', '/x/fp.pt'], [0.93, 0.95], 'kd'))
+    assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT), '--check']) == 1
+    assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT)]) == 0
+    text = readme.read_text()
+    assert text.startswith('my notes\n') and text.endswith('more notes\n') and table_lines(tmp_path)[0][5] == '2'
+
+
+def test_nothing_logged_yet_and_a_folder_in_the_readmes_place(tmp_path):
+    readme, stale = search.update_search_log(tmp_path, ROOT)
+    assert stale and 'Nothing measured yet' in readme.read_text() and readme.read_text().startswith('# The ternary94')
+    readme.unlink()
+    readme.mkdir()
+    with pytest.raises(UserError, match='is a folder'):
+        search.update_search_log(tmp_path, ROOT)
