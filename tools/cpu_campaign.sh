@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The CPU accuracy campaign of issues 22, 23 and 24, one job at a time on the CPU, in this order:
+#   1. main7_mirror.py at full length, n = 25 (issue 22)             ~22 min a run on a 2-core AVX-512 BF16 EPYC
+#   2. main9_muon.py at full length, n = 10 (issue 24)               ~17 min a run
+#   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23); the next scouts are added here once
+#      these are in (results/ternary94/README.md, `python -m reports search`)
+# Restartable: every stage runs with --resume, so after a stop (a session's end kills it; the run in progress is
+# lost, finished rows are in the logs) the same command goes on where the logs end. Each stage runs from a git
+# worktree pinned at one commit, so that every row of a log names the same code; the rows go to this checkout's
+# results/, to be committed as they land.
+# Usage: nohup tools/cpu_campaign.sh > campaign.log 2>&1 &     (CIFAR10_DIR: the data; default ../shared/cifar10)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA=${CIFAR10_DIR:-$ROOT/../shared/cifar10}
+OUT=$ROOT/results
+
+stage() {  # WORKTREE COMMIT SCRIPT FLAGS...: a full-length CPU job from the code of COMMIT
+    local tree=$1 commit=$2
+    shift 2
+    if [ ! -d "$tree" ]; then
+        git -C "$ROOT" worktree prune
+        git -C "$ROOT" worktree add --detach "$tree" "$commit"
+    fi
+    local head
+    head=$(git -C "$tree" rev-parse --short HEAD)
+    [ "$head" = "$commit" ] || { echo "error: $tree is at $head, not $commit: remove it (git worktree remove)"; exit 1; }
+    echo "=== $(date -u +%FT%TZ) $commit $*"
+    (cd "$tree" && python "$@" --device cpu --data-dir "$DATA" --out "$OUT" --resume --no-warmup)
+}
+
+stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
+stage "$ROOT/../campaign-63148f6" 63148f6 main9_muon.py --runs 10
+stage "$ROOT/../campaign-63148f6" 63148f6 ternary94.py --runs 2                   # the defaults: 1.5x widths, 15 epochs
+stage "$ROOT/../campaign-63148f6" 63148f6 ternary94.py --runs 2 --variant w225-e10 \
+    --block1 144 --block2 576 --block3 576 --epochs 10                           # 2.25x widths, 10 epochs
