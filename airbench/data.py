@@ -115,6 +115,9 @@ def modified_time(path):
 
 def load_from_dir(data_dir, cache_dir, given_by='--data-dir'):
     if data_dir.is_file() and data_dir.name.endswith('.pt'):
+        if not starts_as_zip(data_dir):  # every cache this project writes is a zip, even a cut-short one
+            raise UserError(f'{given_by} {data_dir} is not a CIFAR-10 cache of this project (those are zip-format '
+                            f'torch files; this is not one): {DATA_DIR_HINT}')
         return read_cache(data_dir)
     if data_dir.is_file():
         raise UserError(f'{given_by} {data_dir} is a file, not a folder (nor a .pt cache): {FIX_HINT}')
@@ -287,6 +290,11 @@ def load_payload(cache_file):
                         f'{rebuild_hint()}') from None
     check_is_cache(cache_file, payload)
     return payload
+
+
+def starts_as_zip(path):
+    with open(path, 'rb') as f:
+        return f.read(4) == b'PK\x03\x04'
 
 
 def check_is_cache(path, payload):

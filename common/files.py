@@ -102,8 +102,8 @@ def read_utf8(path, fix):
 @contextlib.contextmanager
 def atomic_write(path):
     """Yields a temporary path beside `path`; on success it replaces `path` in one step, and on any error
-    it is removed, leaving `path` as it was."""
-    path = Path(path)
+    it is removed, leaving `path` as it was. A symlink stays one: the file it points to is replaced."""
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent, glob.escape(path.name))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path))

@@ -81,6 +81,16 @@ def test_a_read_only_readme_is_refused_and_kept(tmp_path, readme, capsys):
     assert run(['table', '--check', '--results', results, '--readme', readme], capsys)[0] == 1  # reading is fine
 
 
+def test_a_symlinked_readme_stays_a_link_and_its_target_is_rewritten(tmp_path, readme, capsys):
+    results, link = tmp_path / 'results', tmp_path / 'docs' / 'README.md'
+    write_log(results, [0.95, 0.96])
+    link.parent.mkdir()
+    link.symlink_to(readme)
+    assert run(['table', '--results', results, '--readme', link], capsys)[0] == 0
+    assert link.is_symlink() and link.resolve() == readme and 'main0_network' in readme.read_text()
+    assert sorted(p.name for p in link.parent.iterdir()) == ['README.md']  # no partial file left beside the link
+
+
 def test_a_readme_that_is_not_utf8_is_refused_and_kept(tmp_path, readme, capsys):
     readme.write_bytes(b'# Caf\xe9\n' + README.encode())  # saved as Latin-1
     status, _, err = run(['table', '--results', tmp_path, '--readme', readme], capsys)
