@@ -224,21 +224,20 @@ def check_labels(path, images, labels):
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def check_content(path, images, labels):
+def check_content(path, images, labels, fix='copy it again from the official archive'):
     """A file of the right size can still hold no data: zeros from a failed copy train to "mean 0.00%" and would
     be cached. Each official batch file holds every class at 9.4-10.6% and no constant image."""
     flat = images.reshape(len(images), -1)
     constant = int((flat.min(axis=1) == flat.max(axis=1)).sum())
     if constant > MAX_CONSTANT_SHARE * len(images):
         raise UserError(f'{path} holds {constant:,} constant images (every pixel the same) of {len(images):,}, '
-                        f'expected at most {MAX_CONSTANT_SHARE:.0%}: the file is blank or damaged; '
-                        f'copy it again from the official archive')
+                        f'expected at most {MAX_CONSTANT_SHARE:.0%}: the file is blank or damaged; {fix}')
     counts = np.bincount(labels, minlength=10)
     if counts.min() < MIN_CLASS_SHARE * len(labels):
         rare = int(counts.argmin())
         raise UserError(f'{path} holds {counts[rare]:,} images of class {rare} of {len(labels):,}, expected at '
                         f'least {MIN_CLASS_SHARE:.0%} of each class (about 10%): the file is damaged or not '
-                        f'CIFAR-10; copy it again from the official archive')
+                        f'CIFAR-10; {fix}')
 
 
 def write_cache(parts, cache_file, source=DOWNLOADED):
@@ -275,6 +274,8 @@ def read_cache(cache_file):
     if payload.get('sha256') != checksum(parts):
         raise UserError(f'{cache_file} is damaged: its images or labels differ from the sha256 stored when it was '
                         f'written (a disk or copy error); {rebuild_hint(source)}')
+    for split, (images, labels) in parts.items():  # a cache converted before batch files were content-checked
+        check_content(f'{cache_file} ({split} split)', images.numpy(), labels.numpy(), rebuild_hint(source))
     return parts
 
 

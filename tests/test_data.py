@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from airbench.data import CACHE_FORMAT, CACHE_NAME, load_cifar10
+from airbench.data import CACHE_FORMAT, CACHE_NAME, load_cifar10, write_cache
 from common.errors import UserError
 from common.files import STALE_SECONDS, atomic_write
 from conftest import FILES, REAL_CIFAR, ROOT, expected_split
@@ -164,6 +164,16 @@ def test_a_cache_with_the_right_tag_but_wrong_contents_is_refused(edit, binary_c
                'test': {'images': parts['test'][0], 'labels': parts['test'][1]}}
     torch.save(payload, tmp_path / CACHE_NAME)
     with pytest.raises(UserError, match='has a malformed train split'):
+        load_cifar10(tmp_path)
+
+
+def test_a_well_formed_cache_of_blank_images_is_refused_with_its_rebuild_hint(binary_cifar, cache_dir, tmp_path):
+    """A cache converted before batch files were content-checked may hold a blank file's zeros, checksum and all."""
+    parts = {split: tuple(t.numpy() for t in tensors) for split, tensors in load_cifar10(binary_cifar).items()}
+    parts['test'] = (np.zeros_like(parts['test'][0]), parts['test'][1])
+    write_cache(parts, tmp_path / CACHE_NAME, source=binary_cifar)
+    with pytest.raises(UserError, match=rf'^{tmp_path / CACHE_NAME} \(test split\) holds 10,000 constant images .*'
+                                        rf'blank or damaged; delete it and run again with --data-dir {binary_cifar}'):
         load_cifar10(tmp_path)
 
 
