@@ -14,6 +14,7 @@ bf16 the covariance is too coarse and `eigh` returns NaN filters.
 """
 import contextlib
 import os
+import platform
 from pathlib import Path
 
 DTYPES = ('auto', 'fp32', 'bf16', 'fp16')
@@ -53,9 +54,12 @@ ISA_CAPS_BELOW_AVX512 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2')
 AVX512_CORE_FLAGS = ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')
 
 
-def onednn_below_avx512(flags=None, environ=os.environ):
-    """Whether oneDNN's CPU kernels are AVX2 (or older) ones: a CPU without AVX-512, or ONEDNN_MAX_CPU_ISA capped
-    below it. Some of those kernels have bugs the AVX-512 ones lack (train_resnet18's make_net)."""
+def onednn_below_avx512(flags=None, environ=os.environ, machine=None):
+    """Whether oneDNN's CPU kernels are x86 AVX2 (or older) ones: an x86 CPU without AVX-512, or ONEDNN_MAX_CPU_ISA
+    capped below it. Some of those kernels have bugs the AVX-512 ones lack (train_resnet18's make_net). False on
+    other CPUs (Arm), whose oneDNN kernels are others."""
+    if (machine or platform.machine()).lower() not in ('x86_64', 'amd64'):
+        return False
     flags = cpu_flags() if flags is None else flags
     capped = environ.get('ONEDNN_MAX_CPU_ISA', '').upper() in ISA_CAPS_BELOW_AVX512
     return capped or not all(flag in flags for flag in AVX512_CORE_FLAGS)

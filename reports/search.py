@@ -1,21 +1,27 @@
 """The search log of ternary94.py (issue 23), generated from its logs: `python -m reports search` rewrites the
 table in results/ternary94/README.md, one line per log (a --variant on one device and dtype), cheapest first.
 
-A config is what its rows' hyp and run flags hold beyond the script's defaults, written as the flags that give it,
-so a line can be rerun as it reads. Its cost is the TFLOPs per run that `python -m reports flops` would count for
-those hyp leaves (reports/flops.py): the ternary layers' rounding is elementwise and FlopCounterMode counts only
-matrix products and convolutions, and a --teacher's forward passes (and its own training) are not in it, which the
-line says. The counts are kept in the folder's flops.json. Packed: the bytes `ternary.export_packed` stores for the config's net (2 bits a ternary weight, one fp32
-scale per layer or per channel), beside the net in fp32. The statistics are those of `reports summary`, over the
-full-length rows (no --subset). Everything between the markers is rewritten; the rest of the file is kept.
+A config is what its rows' hyp and run flags hold beyond the script's defaults, written as the flags that give it
+(dtype aside: the log's name says it), so a line can be rerun as it reads. Its cost is the TFLOPs per run that
+`python -m reports flops` would count for those hyp leaves (reports/flops.py); the ternary layers' rounding is
+elementwise, and FlopCounterMode counts only matrix products and convolutions. A --teacher's forward passes (and its
+own training) are not in the count: such lines say "+ teacher" and come after the others. The counts are kept in the
+folder's flops.json, keyed by the script's sha256 and the flags. Packed: the bytes `ternary.export_packed` stores
+for the config's net (2 bits a ternary weight, one fp32 scale per layer or per channel), beside the net in fp32.
+Counts and sizes are of today's script: a line whose rows another version of it logged says so. The statistics are
+those of `reports summary`, over the full-length rows (no --subset). Everything between the markers is rewritten;
+the rest of the file is kept.
 """
+import argparse
 import contextlib
 import io
+import math
 from pathlib import Path
 
 from common.errors import UserError
 from common.files import atomic_output, read_utf8
 from common.flags import flag_leaves, parse_flags
+from common.provenance import file_sha256
 from reports.flops import count_script, read_counts, write_counts
 from reports.sidebyside import import_script
 from reports.table import ROOT, format_verdict, parse_log_name, replace_block, write_readme
@@ -24,7 +30,7 @@ from stats.summary import describe
 
 SCRIPT = 'ternary94.py'
 BEGIN, END = '<!-- reports:search:begin -->', '<!-- reports:search:end -->'
-NOT_CONFIG = ('subset',)  # run flags that are not part of a config (a smoke run's subset is filtered out instead)
+HIDDEN_RUN_FLAGS = ('subset',)  # logged, but no part of a config: a smoke run's --subset is filtered out instead
 TEACHER_ONLY = ('teacher', 'kd_alpha', 'kd_temperature')  # no FLOPs of their own in the count
 HEADER = ['variant', 'config (flags beyond the defaults)', 'TFLOPs per run', 'packed KB (fp32 KB)', 'device-dtype',
           'n', 'TTA accuracy: mean', 'std', '>= 94% shown?', 'dates']
@@ -52,8 +58,7 @@ def script_defaults(rung):
 
 
 def format_flag(name, value):
-    shown = str(value).lower() if isinstance(value, bool) else Path(value).name if name == 'teacher' else value
-    return f'--{name.replace("_", "-")}={shown}'
+    return f'--{name.replace("_", "-")}={str(value).lower() if isinstance(value, bool) else value}'
 
 
 def config_flags(row, default_hyp, default_args):
@@ -63,16 +68,19 @@ def config_flags(row, default_hyp, default_args):
     flags = [(path[-1], value) for path, value in flag_leaves(row['hyp'])
              if path[-1] != 'dtype' and value != defaults.get(path, value)]
     flags += [(name, value) for name, value in sorted(row['args'].items())
-              if name not in NOT_CONFIG and name in default_args and value != default_args[name]]
+              if name not in HIDDEN_RUN_FLAGS and name in default_args and value != default_args[name]]
     return flags
 
 
-def count_config(root, flags, counts):
+def count_config(root, flags, counts, count_missing=True):
     """TFLOPs per run of the config's hyp leaves (reports/flops.py), from `counts` (the folder's flops.json: a
-    count takes a minute on a small CPU, and is the same on every machine) or counted into it."""
+    count takes a minute on a small CPU, and is the same on every machine) or counted into it; nan for a missing
+    count when count_missing is False (a --check, which only needs to know the table is stale)."""
     hyp_flags = [format_flag(name, value) for name, value in flags
                  if name not in TEACHER_ONLY and not name.startswith('ternary')]
-    key = ' '.join([SCRIPT, *hyp_flags])
+    key = ' '.join([f'{SCRIPT}@{file_sha256(Path(root) / SCRIPT)[:12]}', *hyp_flags])
+    if key not in counts and not count_missing:
+        return math.nan
     if key not in counts:
         print(f'counting {key} (one training step, one eval pass, fp32 on the CPU)', flush=True)
         counts[key] = count_script(Path(root) / SCRIPT, hyp_flags)
@@ -81,7 +89,6 @@ def count_config(root, flags, counts):
 
 def packed_sizes(rung, row, default_args):
     """(packed bytes, fp32 bytes) of the config's net: its hyp's widths, its --ternary flags."""
-    import argparse
     net = dict(row['hyp']['net'], dtype='fp32')
     args = argparse.Namespace(**{name: row['args'].get(name, default_args[name])
                                  for name in default_args if name.startswith('ternary')})
@@ -92,37 +99,43 @@ def packed_sizes(rung, row, default_args):
     return packed, fp32_bytes
 
 
-def search_line(rung, root, path, rows, defaults, counts):
-    """The cells of one log's line, and its TFLOPs (the sort key)."""
+def search_line(rung, root, path, rows, defaults, counts, count_missing):
+    """The cells of one log's line, and its sort key: lines with a teacher last, then by TFLOPs."""
     _, variant, hardware = parse_log_name(path)
     flags = config_flags(rows[0], *defaults)
     mixed = any(config_flags(row, *defaults) != flags for row in rows[1:])
-    tflops = count_config(root, flags, counts)
+    notes = ['the log mixes configs (--force)'] * mixed
+    today = file_sha256(Path(root) / SCRIPT)
+    if any(row.get('script_sha256') != today for row in rows):
+        notes.append(f'logged by another version of {SCRIPT}: TFLOPs and size are of today\'s')
+    tflops = count_config(root, flags, counts, count_missing)
     teacher = any(name == 'teacher' for name, _ in flags)
     packed, fp32_bytes = packed_sizes(rung, rows[0], defaults[1])
     s = describe(rows)
-    dates = sorted(row.get('date', '')[:10] for row in rows)
+    dates = sorted(row.get('date', '?')[:10] for row in rows)
     config = ' '.join(f'`{format_flag(name, value)}`' for name, value in flags) or '(the defaults)'
-    cells = [variant, config + (' (the log mixes configs: --force)' if mixed else ''),
-             f'{tflops:.1f}' + (' + teacher' if teacher else ''), f'{packed / 1000:.1f} ({fp32_bytes / 1000:.1f})',
-             hardware, str(s.n), f'{100 * s.mean:.2f}%', 'n/a' if s.n < 2 else f'{100 * s.std:.2f}',
-             format_verdict(s), dates[0] if dates[0] == dates[-1] else f'{dates[0]} to {dates[-1]}']
-    return tflops, cells
+    cells = [variant, config + ''.join(f' ({note})' for note in notes), f'{tflops:.1f}' + ' + teacher' * teacher,
+             f'{packed / 1000:.1f} ({fp32_bytes / 1000:.1f})', hardware, str(s.n), f'{100 * s.mean:.2f}%',
+             'n/a' if s.n < 2 else f'{100 * s.std:.2f}', format_verdict(s),
+             dates[0] if dates[0] == dates[-1] else f'{dates[0]} to {dates[-1]}']
+    return (teacher, tflops, variant), cells
 
 
-def search_block(results, root=ROOT, counts=None):
+def search_block(results, root=ROOT, counts=None, count_missing=True):
     """Markdown: one line per full-length log of the script, cheapest first. counts: TFLOPs by config, added to."""
     folder = Path(results) / Path(SCRIPT).stem
     rung = import_script(Path(root) / SCRIPT, 'search_' + Path(SCRIPT).stem)
     defaults = script_defaults(rung)
+    counts = {} if counts is None else counts
     lines = []
     for path in sorted(folder.glob('*.jsonl')):
         rows = [row for row in read_rows(path) if not row.get('args', {}).get('subset')]
         if rows and not is_shard_log(path):
-            lines.append(search_line(rung, root, path, rows, defaults, {} if counts is None else counts))
+            lines.append(search_line(rung, root, path, rows, defaults, counts, count_missing))
     if not lines:
-        return f'Nothing measured yet: run `python {SCRIPT} --variant NAME ...` at full length, then `python -m reports search`.'
-    lines.sort(key=lambda line: (line[0], line[1][0]))
+        return (f'Nothing measured yet: run `python {SCRIPT} --variant NAME ...` at full length, then '
+                '`python -m reports search`.')
+    lines.sort(key=lambda line: line[0])
     return '\n'.join(['| ' + ' | '.join(HEADER) + ' |', '|' + '---|' * len(HEADER),
                       *('| ' + ' | '.join(cells) + ' |' for _, cells in lines)])
 
@@ -130,13 +143,15 @@ def search_block(results, root=ROOT, counts=None):
 def update_search_log(results, root=ROOT, check=False):
     """Rewrites (or, check=True, only compares) the table of results/<script>/README.md, creating the file with
     its introduction when absent. Returns (path, stale)."""
+    if not Path(results).is_dir():
+        raise UserError(f'--results {results} is not a folder: pass the folder of the logs (default results)')
     readme = Path(results) / Path(SCRIPT).stem / 'README.md'
     if readme.is_dir():
         raise UserError(f'{readme} is a folder: move it away, the search log is written there')
     text = read_utf8(readme, 'save it as UTF-8') if readme.is_file() else INTRO
     counts = read_counts(readme.parent)
     known = set(counts)
-    new = replace_block(text, search_block(results, root, counts), readme, BEGIN, END)
+    new = replace_block(text, search_block(results, root, counts, not check), readme, BEGIN, END)
     if set(counts) != known and not check:
         write_counts(readme.parent, counts)
     stale = new != text or not readme.is_file()

@@ -1,6 +1,7 @@
 """The loader finds, checks and caches CIFAR-10; every bad input gets its one-line error and no cache."""
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -172,8 +173,9 @@ def test_a_well_formed_cache_of_blank_images_is_refused_with_its_rebuild_hint(bi
     parts = {split: tuple(t.numpy() for t in tensors) for split, tensors in load_cifar10(binary_cifar).items()}
     parts['test'] = (np.zeros_like(parts['test'][0]), parts['test'][1])
     write_cache(parts, tmp_path / CACHE_NAME, source=binary_cifar)
-    with pytest.raises(UserError, match=rf'^{tmp_path / CACHE_NAME} \(test split\) holds 10,000 constant images .*'
-                                        rf'blank or damaged; delete it and run again with --data-dir {binary_cifar}'):
+    cache, source = re.escape(str(tmp_path / CACHE_NAME)), re.escape(str(binary_cifar))
+    with pytest.raises(UserError, match=rf'^{cache} \(test split\) holds 10,000 constant images .*blank or damaged; '
+                                        rf'delete it and run again with --data-dir {source}'):
         load_cifar10(tmp_path)
 
 

@@ -32,20 +32,23 @@ def test_auto_picks_the_fastest_format_the_device_and_the_script_allow():
 
 def test_onednn_kernels_are_avx2_ones_without_avx512_or_under_a_cap():
     avx512 = {'avx2', *AVX512_CORE_FLAGS}
-    assert not onednn_below_avx512(avx512, environ={})
-    assert not onednn_below_avx512(avx512, environ={'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16'})
-    assert onednn_below_avx512(avx512, environ={'ONEDNN_MAX_CPU_ISA': 'avx2'})
-    assert onednn_below_avx512({'avx2', 'fma', 'avx512f'}, environ={})  # AVX-512 without BW/VL/DQ: AVX2 kernels
+    x86 = dict(machine='x86_64')
+    assert not onednn_below_avx512(avx512, environ={}, **x86)
+    assert not onednn_below_avx512(avx512, environ={'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16'}, **x86)
+    assert onednn_below_avx512(avx512, environ={'ONEDNN_MAX_CPU_ISA': 'avx2'}, **x86)
+    assert onednn_below_avx512({'avx2', 'fma', 'avx512f'}, environ={}, **x86)  # no BW/VL/DQ: AVX2 kernels
+    assert not onednn_below_avx512(set(), environ={'ONEDNN_MAX_CPU_ISA': 'AVX2'}, machine='aarch64')  # no x86 kernels
 
 
 def test_resnet18_refuses_a_width_the_avx2_1x1_conv_corrupts(monkeypatch):
     resnet18 = importlib.import_module('train_resnet18')
-    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')  # as on a CPU without AVX-512
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')  # as on an x86 CPU without AVX-512
+    monkeypatch.setattr('platform.machine', lambda: 'x86_64')  # where this suite runs on Arm
     with pytest.raises(UserError, match=r'^--width 4: .*oneDNN#6035.*--width 8 or more$'):
         resnet18.make_net(dict(resnet18.hyp['net'], width=4), 'cpu')
     assert resnet18.make_net(dict(resnet18.hyp['net'], width=8), 'cpu').stem.out_channels == 8
-    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'ALL')
-    if not onednn_below_avx512():  # AVX-512 kernels have no such bug: the width stays the user's choice
+    monkeypatch.undo()
+    if not onednn_below_avx512():  # this CPU's own kernels, where AVX-512 ones: no such bug, the user's width stands
         assert resnet18.make_net(dict(resnet18.hyp['net'], width=4), 'cpu').stem.out_channels == 4
 
 

@@ -8,6 +8,7 @@ import pytest
 import reports.search as search
 from common.errors import UserError
 from common.flags import parse_flags
+from common.provenance import file_sha256
 from reports.__main__ import main as reports_main
 from reports.sidebyside import import_script
 from reports.table import ROOT
@@ -27,7 +28,8 @@ def logged_rows(rung, argv, accuracies, variant):
         hyp, args = parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu', '--dtype', 'bf16', *argv],
                                 defaults=rung.RUN_DEFAULTS)
     return [dict(script='ternary94.py', variant=variant, seed=seed, hyp=hyp, args=config_args(args), device='cpu',
-                 epochs=hyp['opt']['epochs'], tta_val_acc=acc, time_seconds=60.0, date=f'2026-12-0{seed + 1}T10:00')
+                 epochs=hyp['opt']['epochs'], tta_val_acc=acc, time_seconds=60.0, date=f'2026-12-0{seed + 1}T10:00',
+                 script_sha256=file_sha256(ROOT / 'ternary94.py'))
             for seed, acc in enumerate(accuracies)]
 
 
@@ -54,13 +56,16 @@ def test_one_line_per_log_cheapest_first_with_its_config_as_flags(rung, tmp_path
     assert stale and readme == tmp_path / 'ternary94' / 'README.md'
     short, long = table_lines(tmp_path)
     assert [short[0], long[0]] == ['short-pc', 'long']
-    counts = json.loads((tmp_path / 'ternary94' / 'flops.json').read_text())  # kept beside the logs, by config: --epochs=1.0 first
+    # the counts are kept beside the logs, by config: --epochs=1.0 sorts first
+    counts = json.loads((tmp_path / 'ternary94' / 'flops.json').read_text())
     short_count, long_count = (counts[key] for key in sorted(counts))
-    assert (float(short[2]), float(long[2])) == (round(short_count['total_tflops'], 1), round(long_count['total_tflops'], 1))
+    assert float(short[2]) == round(short_count['total_tflops'], 1)
+    assert float(long[2]) == round(long_count['total_tflops'], 1)
     assert long_count['train_tflops'] == pytest.approx(2 * short_count['train_tflops'], rel=0.05)  # twice the epochs
     assert long_count['eval_tflops'] == short_count['eval_tflops']
     assert '`--epochs=1.0`' in short[1] and '`--ternary-per-channel=true`' in short[1] and '--subset' not in short[1]
-    assert (short[5], short[6], long[6]) == ('2', '93.05%', '94.15%') and long[9] == '2026-12-01 to 2026-12-02'
+    assert (short[5], short[6], long[6]) == ('2', '93.05%', '94.15%')
+    assert long[9] == '2026-12-01 to 2026-12-02' and 'another version' not in long[1]
     packed, fp32 = (float(x) for x in short[3].replace('(', '').replace(')', '').split())
     assert packed < fp32 / 4  # 2 bits a ternary weight; per-channel scales cost a few bytes more than one per layer
     assert float(long[3].split()[0]) < packed
@@ -78,22 +83,37 @@ def test_a_line_reruns_as_it_reads(rung, tmp_path):
 
 
 def test_counts_are_kept_and_the_rest_of_the_file_too(rung, tmp_path, monkeypatch, capsys):
-    write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '2', '--teacher', '/x/fp.pt'], [0.93], 'kd'))
+    write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '1', '--teacher', '/x/fp.pt'], [0.93], 'kd'))
+    write_log(tmp_path, 'plain', logged_rows(rung, [*TINY, '--epochs', '2'], [0.93], 'plain'))
     readme, _ = search.update_search_log(tmp_path, ROOT)
-    [line] = table_lines(tmp_path)
-    assert line[2].endswith('+ teacher') and '`--teacher=fp.pt`' in line[1] and line[8] == 'n < 2'
+    plain, kd = table_lines(tmp_path)  # a teacher's work is not in the count: its line comes last, however cheap
+    assert kd[2].endswith('+ teacher') and float(kd[2].split()[0]) < float(plain[2])
+    assert '`--teacher=/x/fp.pt`' in kd[1] and kd[8] == 'n < 2'  # the path as logged: the line reruns
     readme.write_text('my notes\n' + readme.read_text() + 'more notes\n')
     monkeypatch.setattr(search, 'count_script', lambda *a: pytest.fail('counted again'))
     assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT), '--check']) == 0
     assert 'up to date' in capsys.readouterr().out
-    write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '2', '--teacher', '/x/fp.pt'], [0.93, 0.95], 'kd'))
+    write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '1', '--teacher', '/x/fp.pt'], [0.93, 0.95], 'kd'))
+    write_log(tmp_path, 'new', logged_rows(rung, [*TINY, '--epochs', '3'], [0.93], 'new'))  # --check counts nothing
     assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT), '--check']) == 1
+    (tmp_path / 'ternary94' / 'new__cpu-bf16.jsonl').unlink()
     assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT)]) == 0
     text = readme.read_text()
-    assert text.startswith('my notes\n') and text.endswith('more notes\n') and table_lines(tmp_path)[0][5] == '2'
+    assert text.startswith('my notes\n') and text.endswith('more notes\n') and table_lines(tmp_path)[1][5] == '2'
 
 
-def test_nothing_logged_yet_and_a_folder_in_the_readmes_place(tmp_path):
+def test_a_line_logged_by_another_version_of_the_script_says_so(rung, tmp_path):
+    rows = logged_rows(rung, [*TINY, '--epochs', '1'], [0.93], 'old')
+    write_log(tmp_path, 'old', [dict(rows[0], script_sha256='0' * 64)])
+    search.update_search_log(tmp_path, ROOT)
+    [line] = table_lines(tmp_path)
+    assert line[1].endswith("(logged by another version of ternary94.py: TFLOPs and size are of today's)")
+
+
+def test_nothing_logged_yet_a_missing_results_folder_and_a_folder_in_the_readmes_place(tmp_path, capsys):
+    assert reports_main(['search', '--results', str(tmp_path / 'typo')]) == 1
+    assert capsys.readouterr().err == f'error: --results {tmp_path / "typo"} is not a folder: pass the folder of the ' \
+                                      'logs (default results)\n' and not (tmp_path / 'typo').exists()
     readme, stale = search.update_search_log(tmp_path, ROOT)
     assert stale and 'Nothing measured yet' in readme.read_text() and readme.read_text().startswith('# The ternary94')
     readme.unlink()

@@ -9,27 +9,33 @@
 # worktree pinned at one commit, so that every row of a log names the same code; the rows go to this checkout's
 # results/, to be committed as they land.
 # Usage: nohup tools/cpu_campaign.sh > campaign.log 2>&1 &     (CIFAR10_DIR: the data; default ../shared/cifar10)
-set -euo pipefail
+set -uo pipefail  # no -e: a stage that fails (a diverged config) is reported and the next one runs
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DATA=${CIFAR10_DIR:-$ROOT/../shared/cifar10}
+DATA=$(realpath "${CIFAR10_DIR:-$ROOT/../shared/cifar10}")  # absolute: the stages run from their worktrees
 OUT=$ROOT/results
+
+worktree_at() {  # WORKTREE COMMIT: the worktree, added at COMMIT when absent; fails if it holds another commit
+    local tree=$1 commit=$2
+    if [ ! -d "$tree" ]; then
+        git -C "$ROOT" worktree prune && git -C "$ROOT" worktree add --detach "$tree" "$commit" || return 1
+    fi
+    if [ "$(git -C "$tree" rev-parse HEAD)" != "$(git -C "$ROOT" rev-parse "$commit^{commit}")" ]; then
+        echo "error: $tree is not at $commit: remove it (git worktree remove $tree) and run again"
+        return 1
+    fi
+}
 
 stage() {  # WORKTREE COMMIT SCRIPT FLAGS...: a full-length CPU job from the code of COMMIT
     local tree=$1 commit=$2
     shift 2
-    if [ ! -d "$tree" ]; then
-        git -C "$ROOT" worktree prune
-        git -C "$ROOT" worktree add --detach "$tree" "$commit"
-    fi
-    local head
-    head=$(git -C "$tree" rev-parse --short HEAD)
-    [ "$head" = "$commit" ] || { echo "error: $tree is at $head, not $commit: remove it (git worktree remove)"; exit 1; }
     echo "=== $(date -u +%FT%TZ) $commit $*"
-    (cd "$tree" && python "$@" --device cpu --data-dir "$DATA" --out "$OUT" --resume --no-warmup)
+    worktree_at "$tree" "$commit" || return 1
+    (cd "$tree" && python "$@" --device cpu --data-dir "$DATA" --out "$OUT" --resume --no-warmup) \
+        || echo "=== $(date -u +%FT%TZ) failed (exit $?): $commit $*"
 }
 
 stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
 stage "$ROOT/../campaign-63148f6" 63148f6 main9_muon.py --runs 10
-stage "$ROOT/../campaign-63148f6" 63148f6 ternary94.py --runs 2                   # the defaults: 1.5x widths, 15 epochs
+stage "$ROOT/../campaign-63148f6" 63148f6 ternary94.py --runs 2          # the defaults: 1.5x widths, 15 epochs
 stage "$ROOT/../campaign-63148f6" 63148f6 ternary94.py --runs 2 --variant w225-e10 \
-    --block1 144 --block2 576 --block3 576 --epochs 10                           # 2.25x widths, 10 epochs
+    --block1 144 --block2 576 --block3 576 --epochs 10                  # 2.25x widths, 10 epochs
