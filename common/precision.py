@@ -36,8 +36,13 @@ def cpu_flags():
     return set((cpuinfo_field('flags') or '').split())
 
 
-# oneDNN's ISA caps below AVX512_CORE_BF16: under one of them (ONEDNN_MAX_CPU_ISA) oneDNN emulates bf16.
-ISA_CAPS_WITHOUT_BF16 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2', 'AVX512_CORE', 'AVX512_CORE_VNNI')
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE, and below AVX512_CORE_BF16 (bf16 emulated).
+ISA_CAPS_BELOW_AVX512 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2')
+ISA_CAPS_WITHOUT_BF16 = (*ISA_CAPS_BELOW_AVX512, 'AVX512_CORE', 'AVX512_CORE_VNNI')
+
+
+def onednn_cap(environ):
+    return environ.get('ONEDNN_MAX_CPU_ISA', '').upper()
 
 
 def native_bf16(flags=None, environ=os.environ):
@@ -45,13 +50,11 @@ def native_bf16(flags=None, environ=os.environ):
     a step of main7's net took 68 s in bf16 against 5.5 s in fp32 on an AMD EPYC with oneDNN held to AVX2
     (`ONEDNN_MAX_CPU_ISA=AVX2 python tools/bench_step.py --steps 3`), 2.5 s against 4.5 s without the cap."""
     flags = cpu_flags() if flags is None else flags
-    capped = environ.get('ONEDNN_MAX_CPU_ISA', '').upper() in ISA_CAPS_WITHOUT_BF16
+    capped = onednn_cap(environ) in ISA_CAPS_WITHOUT_BF16
     return not capped and any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
-# oneDNN's ISA caps below AVX512_CORE, and the flags AVX512_CORE needs: without them oneDNN runs its AVX2 kernels.
-ISA_CAPS_BELOW_AVX512 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2')
-AVX512_CORE_FLAGS = ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')
+AVX512_CORE_FLAGS = ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')  # without them oneDNN runs AVX2 kernels
 
 
 def onednn_below_avx512(flags=None, environ=os.environ, machine=None):
@@ -61,7 +64,7 @@ def onednn_below_avx512(flags=None, environ=os.environ, machine=None):
     if (machine or platform.machine()).lower() not in ('x86_64', 'amd64'):
         return False
     flags = cpu_flags() if flags is None else flags
-    capped = environ.get('ONEDNN_MAX_CPU_ISA', '').upper() in ISA_CAPS_BELOW_AVX512
+    capped = onednn_cap(environ) in ISA_CAPS_BELOW_AVX512
     return capped or not all(flag in flags for flag in AVX512_CORE_FLAGS)
 
 

@@ -72,13 +72,13 @@ def config_flags(row, default_hyp, default_args):
     return flags
 
 
-def count_config(root, flags, counts, count_missing=True):
+def count_config(root, script_sha256, flags, counts, count_missing=True):
     """TFLOPs per run of the config's hyp leaves (reports/flops.py), from `counts` (the folder's flops.json: a
     count takes a minute on a small CPU, and is the same on every machine) or counted into it; nan for a missing
     count when count_missing is False (a --check, which only needs to know the table is stale)."""
     hyp_flags = [format_flag(name, value) for name, value in flags
                  if name not in TEACHER_ONLY and not name.startswith('ternary')]
-    key = ' '.join([f'{SCRIPT}@{file_sha256(Path(root) / SCRIPT)[:12]}', *hyp_flags])
+    key = ' '.join([f'{SCRIPT}@{script_sha256[:12]}', *hyp_flags])
     if key not in counts and not count_missing:
         return math.nan
     if key not in counts:
@@ -108,7 +108,7 @@ def search_line(rung, root, path, rows, defaults, counts, count_missing):
     today = file_sha256(Path(root) / SCRIPT)
     if any(row.get('script_sha256') != today for row in rows):
         notes.append(f'logged by another version of {SCRIPT}: TFLOPs and size are of today\'s')
-    tflops = count_config(root, flags, counts, count_missing)
+    tflops = count_config(root, today, flags, counts, count_missing)
     teacher = any(name == 'teacher' for name, _ in flags)
     packed, fp32_bytes = packed_sizes(rung, rows[0], defaults[1])
     s = describe(rows)
