@@ -294,8 +294,11 @@ def load_payload(cache_file):
 
 
 def starts_as_zip(path):
-    with open(path, 'rb') as f:
-        return f.read(4) == b'PK\x03\x04'
+    try:
+        with open(path, 'rb') as f:
+            return f.read(4) == b'PK\x03\x04'
+    except OSError as exc:  # no read permission, or a folder named *.pt
+        raise unreadable(path, exc) from None
 
 
 def check_is_cache(path, payload):

@@ -220,6 +220,14 @@ def test_unreadable_files_and_a_file_as_data_dir(binary_cifar, python_cifar, cac
     (tmp_path / 'notes.txt').write_text('not data')
     with pytest.raises(UserError, match='--data-dir .*notes.txt is a file, not a folder'):
         load_cifar10(tmp_path / 'notes.txt')
+    (tmp_path / 'cache.pt').write_bytes(b'PK\x03\x04')
+
+    def denied(*args, **kwargs):  # as root, chmod 000 does not stop a read: the refusal is simulated
+        raise PermissionError(13, 'Permission denied')
+    with monkeypatch.context() as patch:
+        patch.setattr('airbench.data.open', denied, raising=False)
+        with pytest.raises(UserError, match=r'^cannot read .*cache.pt \(Permission denied\): it must be readable'):
+            load_cifar10(tmp_path / 'cache.pt')
     monkeypatch.setenv('CIFAR10_DIR', str(tmp_path / 'nowhere'))
     with pytest.raises(UserError, match='^CIFAR10_DIR .*nowhere does not exist'):
         load_cifar10()
