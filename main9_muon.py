@@ -1,5 +1,6 @@
 """main9_muon.py = main8_compile.py + Muon for the 3x3 convs, with airbench94_muon's retune.
 Each conv's update is orthogonalized (Newton-Schulz); SGD trains the biases and head; no lookahead, 8 epochs.
+Unlike airbench94_muon.py (torch's random draw, +-0.29), the whitening bias starts at zero, as on every rung.
 Timed (CUDA events): whitening init (main1 on), training steps with their augmentation, final TTA eval.
 Not timed: data load to the device, per-epoch eval, printing, compilation (paid by the untimed warm-up run).
 Run: python main9_muon.py --runs 25
