@@ -3,7 +3,10 @@
 One panel per hardware (timings are compared within one device only). matplotlib is optional: without it the
 command fails with one line saying how to install it.
 """
+from pathlib import Path
+
 from common.errors import UserError
+from common.files import atomic_output
 from reports.ladder import LADDER, find_rung
 from reports.table import collect, script_order
 from stats.summary import TARGET, describe
@@ -24,7 +27,7 @@ def points(logs, variant):
     return found
 
 
-def draw_panel(axes, logs):
+def draw_panel(axes, hardware, logs):
     for variant, marker in (('full', 'o'), ('ternary', 's')):
         found = points(logs, variant)
         if not found:
@@ -38,8 +41,7 @@ def draw_panel(axes, logs):
         for label, x, y in zip(labels, times, means):
             axes.annotate(label, (x, y), textcoords='offset points', xytext=(4, 4), fontsize=7)
     axes.axhline(100 * TARGET, color='gray', linestyle='--', linewidth=1)
-    device = next(iter(logs.values()))[0]['device']
-    axes.set(title=device, xlabel='median time (s)', ylabel='TTA accuracy (%), mean and 95% CI')
+    axes.set(title=hardware, xlabel='median time (s)', ylabel='TTA accuracy (%), mean and 95% CI')
     axes.legend()
 
 
@@ -57,10 +59,23 @@ def plot_ladder(results, out, include_cpu=False):
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError(MISSING) from None
+    image_format = check_image_format(out)
     fig, axes = plt.subplots(1, len(found), figsize=(6 * len(found), 4.5), squeeze=False)
     for panel, hardware in zip(axes[0], sorted(found)):
-        draw_panel(panel, found[hardware])
+        draw_panel(panel, hardware, found[hardware])
     fig.tight_layout()
-    fig.savefig(out, dpi=150)
+    with atomic_output(out, 'the figure') as tmp:  # a full disk or a read-only folder: one line, no half image
+        fig.savefig(tmp, format=image_format, dpi=150)
     plt.close(fig)
     return f'wrote {out}'
+
+
+def check_image_format(out):
+    """The format named by `out`'s suffix; one matplotlib cannot write is refused before anything is drawn."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    supported = FigureCanvasBase.get_supported_filetypes()
+    image_format = Path(out).suffix.removeprefix('.').lower()
+    if image_format not in supported:
+        raise UserError(f'--out {out}: expected an image file name ending in .png, .svg or .pdf (or '
+                        f'{", ".join("." + name for name in sorted(supported) if name not in ("png", "svg", "pdf"))})')
+    return image_format

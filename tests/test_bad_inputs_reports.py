@@ -145,6 +145,20 @@ def test_the_figure_fails_without_matplotlib_or_without_logs(tmp_path, capsys, m
     assert status == 1 and one_error_line(err) == f'error: {MISSING}\n' and not out.exists()
 
 
+def test_a_figure_file_matplotlib_cannot_write_is_refused_in_one_line(tmp_path, capsys):
+    pytest.importorskip('matplotlib')
+    results = tmp_path / 'results'
+    write_log(results, [0.95, 0.96])
+    status, _, err = run(['figure', '--results', results, '--out', tmp_path / 'ladder.txt'], capsys)
+    assert status == 1 and one_error_line(err).startswith(f'error: --out {tmp_path / "ladder.txt"}: expected an '
+                                                          'image file name ending in .png, .svg or .pdf (or .')
+    (tmp_path / 'file').write_text('a file where a folder should be')
+    out = tmp_path / 'file' / 'ladder.png'
+    status, _, err = run(['figure', '--results', results, '--out', out], capsys)
+    assert status == 1 and one_error_line(err).startswith(f'error: cannot write the figure {out} (')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file', 'results']
+
+
 def test_a_folder_given_as_a_log_is_named_a_folder(tmp_path, capsys):
     status, _, err = run(['summary', tmp_path], capsys)
     assert status == 1 and one_error_line(err).startswith(f'error: {tmp_path} is a folder, not a results log')
