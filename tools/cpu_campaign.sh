@@ -35,7 +35,7 @@ stage() {  # WORKTREE COMMIT SCRIPT FLAGS...: a full-length CPU job from the cod
 }
 
 stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
-stage "$ROOT/../campaign-bbca935" bbca935 main9_muon.py --runs 10
-stage "$ROOT/../campaign-bbca935" bbca935 ternary94.py --runs 2          # the defaults: 1.5x widths, 15 epochs
-stage "$ROOT/../campaign-bbca935" bbca935 ternary94.py --runs 2 --variant w225-e10 \
+stage "$ROOT/../campaign-d67f64e" d67f64e main9_muon.py --runs 10
+stage "$ROOT/../campaign-d67f64e" d67f64e ternary94.py --runs 2          # the defaults: 1.5x widths, 15 epochs
+stage "$ROOT/../campaign-d67f64e" d67f64e ternary94.py --runs 2 --variant w225-e10 \
     --block1 144 --block2 576 --block3 576 --epochs 10                  # 2.25x widths, 10 epochs
