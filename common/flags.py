@@ -16,7 +16,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 from common.errors import UsageError, UserError, install_excepthook
-from common.precision import DTYPES, resolve_dtype
+from common.precision import DTYPES, resolve_dtype, separate_inductor_cache
 
 
 class Flag(NamedTuple):
@@ -247,6 +247,7 @@ def parse_flags(hyp, flags=(), argv=None, description=None, defaults=None):
     Also makes UserErrors print as one line from here on, and, for a script's own command line (argv None),
     SIGTERM and Ctrl-C stop it with one line (common/errors.py); a caller passing argv keeps its signals."""
     install_excepthook(stop_handlers=argv is None)
+    separate_inductor_cache()  # before anything compiles
     args = build_parser(hyp, flags, description, defaults).parse_args(argv)
     resolved = copy.deepcopy(hyp)
     for path, _ in flag_leaves(hyp):

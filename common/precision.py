@@ -91,3 +91,19 @@ def input_dtype(dtype):
     """The dtype of the loader's batches: fp16 for fp16 weights; fp32 otherwise (autocast casts at each conv)."""
     import torch
     return torch.float16 if dtype == 'fp16' else torch.float32
+
+
+def separate_inductor_cache(environ=os.environ):
+    """Inductor's on-disk cache does not key its C++ kernels on ATEN_CPU_CAPABILITY: kernels compiled for AVX-512
+    were reused under ATEN_CPU_CAPABILITY=avx2 and made main9's loss NaN (CI, issue 21). With the variable set and
+    no TORCHINDUCTOR_CACHE_DIR of the user's, compiled kernels go to a cache of that capability's own."""
+    capability = environ.get('ATEN_CPU_CAPABILITY', '').strip().lower()
+    if capability and 'TORCHINDUCTOR_CACHE_DIR' not in environ:
+        try:
+            from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+            cache = default_cache_dir()
+        except ImportError:  # a private module: where a later torch moves it, torch's usual place by hand
+            import getpass
+            import tempfile
+            cache = os.path.join(tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}')
+        environ['TORCHINDUCTOR_CACHE_DIR'] = f'{cache}-aten-{capability}'

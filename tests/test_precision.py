@@ -3,6 +3,7 @@ weight copies across one long autocast region; a whitening init computed in bf16
 import contextlib
 import importlib
 import json
+import os
 import re
 
 import pytest
@@ -50,6 +51,24 @@ def test_resnet18_refuses_a_width_the_avx2_1x1_conv_corrupts(monkeypatch):
     monkeypatch.undo()
     if not onednn_below_avx512():  # this CPU's own kernels, where AVX-512 ones: no such bug, the user's width stands
         assert resnet18.make_net(dict(resnet18.hyp['net'], width=4), 'cpu').stem.out_channels == 4
+
+
+def test_a_cpu_capability_override_gets_an_inductor_cache_of_its_own(monkeypatch):
+    # Inductor's cache ignores ATEN_CPU_CAPABILITY (issue 21), so parse_flags, which every script calls before it
+    # compiles, gives each capability a cache folder of its own, unless the user chose one.
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    rung = importlib.import_module('main9_muon')
+    monkeypatch.delenv('TORCHINDUCTOR_CACHE_DIR', raising=False)
+    monkeypatch.setenv('ATEN_CPU_CAPABILITY', 'AVX2')
+    parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu'])
+    assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == default_cache_dir() + '-aten-avx2'
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', '/the/users/own')
+    parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu'])
+    assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == '/the/users/own'
+    monkeypatch.delenv('TORCHINDUCTOR_CACHE_DIR')
+    monkeypatch.delenv('ATEN_CPU_CAPABILITY')
+    parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu'])
+    assert 'TORCHINDUCTOR_CACHE_DIR' not in os.environ  # torch's own default stands
 
 
 def test_the_resolved_dtype_is_in_the_hyp_and_fp16_is_refused_on_the_cpu():
