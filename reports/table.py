@@ -8,7 +8,8 @@ its parent's.
 Rows follow the ladder, then the standalone scripts, then any other script. CPU logs
 (results/<script>/<variant>__cpu-<dtype>.jsonl) go to a table of their own, as accuracy evidence whose times are
 not comparable with GPU times, and only their full-length runs (all the data, the script's default epochs): smoke
-runs are left out. `include_cpu` also puts every CPU log, smoke runs included, in the per-device tables.
+runs are left out. `include_cpu` also puts every CPU log, smoke runs included, in the per-device tables. The
+step benchmark's rows (results/bench/, reports/benchtable.py) close the block.
 A second block, between the ladder markers, is the README's ladder table: each script's step, its default epochs
 (read from its hyp), its TFLOPs per run as counted by `python -m reports flops` and as published by airbench. A
 README without those markers keeps only the results block.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.files import atomic_output, read_utf8
+from reports.benchtable import step_bench_table
 from reports.flops import PUBLISHED_TFLOPS, read_counts
 from reports.ladder import LADDER, SCRIPTS, STANDALONE, find_rung, hyp_leaves, leaf_name
 from reports.sidebyside import summarize_pairs
@@ -254,12 +256,12 @@ def hardware_table(hardware, logs):
 def make_block(results, include_cpu=False, root=ROOT):
     """The markdown between the results markers."""
     found = collect(results, include_cpu)
-    cpu, side = cpu_table(results, root), sidebyside_table(results, include_cpu)
-    if not found and not cpu and not side:
+    cpu, side, bench = cpu_table(results, root), sidebyside_table(results, include_cpu), step_bench_table(results)
+    if not found and not cpu and not side and not bench:
         return EMPTY
     tables = [hardware_table(hardware, found[hardware]) for hardware in sorted(found)]
     notes = [CAPTION] if found else [] if side else [NO_GPU]  # the side-by-side pairs ran on a GPU too
-    return '\n\n'.join(tables + notes + [table for table in (cpu, side) if table])
+    return '\n\n'.join(tables + notes + [table for table in (cpu, side, bench) if table])
 
 
 def ladder_order():

@@ -1,11 +1,14 @@
 """Benchmark results (speed, not accuracy) as evidence: one row per benchmark run, appended to
 results/bench/<benchmark>__<hardware>.jsonl with the same provenance as a training run's row."""
+import json
+import sys
 from pathlib import Path
 
 from common import provenance
+from common.errors import UserError
 from stats.log import append_row
 
-BENCH = 'bench'  # the folder under results/; the README table leaves it out
+BENCH = 'bench'  # the folder under results/; the README's run tables leave it out (reports/benchtable.py)
 
 
 def record_bench(benchmark, device, measurements, settings, out='results'):
@@ -14,3 +17,29 @@ def record_bench(benchmark, device, measurements, settings, out='results'):
     path = Path(out) / BENCH / f'{benchmark}__{provenance.slugify(fields["device"])}.jsonl'
     append_row(path, {'benchmark': benchmark, 'settings': settings, 'measurements': measurements, **fields})
     return path
+
+
+BENCH_KEYS = ('benchmark', 'settings', 'measurements', 'date', 'device')
+
+
+def read_bench_rows(path):
+    """The benchmark rows of `path`, in order; a line that is not one (cut short by a killed writer, edited) is
+    skipped with a warning and left in place, as the results logs' damaged lines are."""
+    try:
+        lines = Path(path).read_bytes().split(b'\n')
+    except OSError as exc:
+        raise UserError(f'cannot read {path} as a benchmark log: {exc}') from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:  # not UTF-8 or not JSON
+            row = None
+        if isinstance(row, dict) and all(key in row for key in BENCH_KEYS):
+            rows.append(row)
+        else:
+            print(f'warning: {path} line {number} is not a benchmark row (expected keys {", ".join(BENCH_KEYS)}); '
+                  'skipped, left in place', file=sys.stderr)
+    return rows

@@ -189,3 +189,37 @@ def test_the_gap_follows_the_ternary_flag_and_ternary94_is_compared_with_its_par
     assert rows['`ternary94.py` (ternary)'][6:8] == ['', '-1.00']  # 93.50 against main8's 94.50
     assert rows['`main0_network.py` (tern-lr12)'][7] == '-5.00'  # 90.00 against main0's full 95.00
     assert rows['`main0_network.py` (lr12)'][7] == ''
+
+
+def write_step_bench(results, name, rows):
+    path = results / 'bench' / f'step__{name}.jsonl'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(''.join(json.dumps(row) + '\n' for row in rows) + '{"benchmark": "st\n')  # a cut-short line
+    return path
+
+
+def step_bench_row(date, device, fp32, bf16, cap=None, cpu_info=None):
+    settings = dict(script='main7_mirror.py', batch_size=1024, steps=5, onednn_max_cpu_isa=cap)
+    measurements = dict(fp32_seconds_per_step=fp32, bf16_seconds_per_step=bf16, fp32_over_bf16=fp32 / bf16)
+    return dict(benchmark='step', settings=settings, measurements=measurements, date=date, device=device,
+                cpu_info=cpu_info or {})
+
+
+def test_the_step_benchmark_table_names_the_machine_and_its_ratio(results, capsys):
+    assert 'Step benchmark' not in make_block(results)
+    epyc = dict(model='AMD EPYC', torch_isa='AVX512', amx_bf16=False, cores=2)
+    path = write_step_bench(results, 'cpu', [step_bench_row('2026-12-04T01:00:00+00:00', 'cpu', 5.5, 68.0, 'AVX2', epyc),
+                                            step_bench_row('2026-12-03T01:00:00+00:00', 'cpu', 4.5, 2.5, None, epyc)])
+    write_step_bench(results, 'nvidia-test-gpu', [step_bench_row('2026-12-05T01:00:00+00:00', 'NVIDIA Test GPU',
+                                                                 0.03, 0.01)])
+    block = make_block(results)
+    section = block.split('**Step benchmark**')[1]
+    rows = [[cell.strip() for cell in line.strip('|').split(' | ')] for line in section.splitlines()
+            if line.startswith('| `')]
+    assert rows == [  # oldest first
+        ['`main7_mirror.py`', '1024', 'CPU: AMD EPYC, 2 cores', 'AVX512', 'no', '4.500', '2.500', '1.80x', '5',
+         '2026-12-03'],
+        ['`main7_mirror.py`', '1024', 'CPU: AMD EPYC, 2 cores', 'AVX512 (oneDNN capped at AVX2)', 'no', '5.500',
+         '68.000', '0.08x', '5', '2026-12-04'],
+        ['`main7_mirror.py`', '1024', 'NVIDIA Test GPU', '', '', '0.030', '0.010', '3.00x', '5', '2026-12-05']]
+    assert f'warning: {path} line 3 is not a benchmark row' in capsys.readouterr().err
