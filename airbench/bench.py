@@ -217,7 +217,7 @@ def build(images, labels, args, device):
 
 def main():
     install_excepthook()
-    parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = Parser(prog='python -m airbench.bench', description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument('--data-dir', default=None)
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=1024)
@@ -230,6 +230,8 @@ def main():
     # the rungs' range checks (one-line errors), e.g. a translate past the image or a batch over 50,000
     check_ranges({'opt': {key: getattr(args, key) for key in ('epochs', 'batch_size')},
                   'aug': {key: getattr(args, key) for key in ('flip', 'translate', 'cutout')}}, args, [FLAGS])
+    from stats.bench import check_bench_out, record_bench  # stats/ holds the log; the loader needs none of it
+    check_bench_out(args.out)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     images, labels = load_data(args)['train']
     loaders = build(images, labels, args, device)
@@ -238,7 +240,6 @@ def main():
     print(f'{name}: {len(images):,} images, batch {args.batch_size}, flip {args.flip}, translate {args.translate}, '
           f'cutout {args.cutout}; {args.epochs} timed epochs each after the first; logical bytes (see docstring)')
     print_table(results)
-    from stats.bench import record_bench  # the results log lives in stats/, which the loader does not need
     settings = {key: getattr(args, key) for key in ('epochs', 'batch_size', 'flip', 'translate', 'cutout', 'subset')}
     measurements = {**results['loader (new)'], 'reference': results['reference (old)'],
                     'bytes': 'logical: aten-op reads + writes (airbench.bench.ByteCounter)'}

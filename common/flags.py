@@ -53,6 +53,11 @@ def positive():
     return Range(lambda v: v > 0, '> 0')
 
 
+def channels(most):
+    # An upper bound so that a typo (--block1 1000000000) is a line here, not an allocation failure inside torch.
+    return Range(lambda v: 1 <= v <= most, f'in 1..{most}')
+
+
 def fraction(closed=True):
     if closed:
         return Range(lambda v: 0 <= v <= 1, 'in [0, 1]')
@@ -82,7 +87,8 @@ COMMON = Flags('run', run={
     'momentum': fraction(closed=False), 'weight_decay': at_least(0), 'label_smoothing': fraction(closed=False),
     'warmup_frac': fraction(), 'lr_start': at_least(0), 'lr_end': at_least(0), 'bias_scaler': positive(),
     'whiten_bias_epochs': at_least(0), 'ema_every': at_least(1), 'ema_decay': fraction(),
-    'block1': at_least(1), 'block2': at_least(1), 'block3': at_least(1), 'width': at_least(1),
+    'block1': channels(4096), 'block2': channels(4096), 'block3': channels(4096),
+    'width': channels(512),  # ResNet-18's last stage has 8x
     'bn_momentum': fraction(), 'logit_scale': positive(), 'tta_level': one_of(0, 1, 2),
     'compile_mode': one_of(*COMPILE_MODES), 'dtype': one_of(*DTYPES),
 })
@@ -114,17 +120,32 @@ def check_ranges(hyp, args, flags=()):
     small to hold one training batch, --runs 0, ..."""
     run_flags, ranges, checks = merge(flags)
     for path, value in flag_leaves(hyp):
-        option = '--' + path[-1].replace('_', '-')
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f'{option} must be a finite number, got {value}')
+        check_number('--' + path[-1].replace('_', '-'), value)
         allowed = ranges.get(path[-1])
         if allowed and not allowed.test(value):
-            raise UserError(f'{option} must be {allowed.expected}, got {value}')
+            raise UserError(f'--{path[-1].replace("_", "-")} must be {allowed.expected}, got {value}')
     for name, flag in run_flags.items():
+        value = getattr(args, name, None)
+        check_number('--' + name.replace('_', '-'), value)
         if flag.check and hasattr(args, name):
-            flag.check(getattr(args, name))
+            flag.check(value)
+        if value == '':  # `--data-dir "$UNSET"`: the default would be used without a word
+            raise UserError(f"--{name.replace('_', '-')} is empty (an unset shell variable?): pass a value or "
+                            'leave the flag out for its default')
     for check in checks:
         check(hyp, args)
+
+
+FP32_MAX = 3.4028234663852886e38
+
+
+def check_number(option, value):
+    """A float flag must be finite, and within fp32's range: torch holds lrs and the like in fp32 tensors."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f'{option} must be a finite number, got {value}')
+    if isinstance(value, float) and abs(value) > FP32_MAX:
+        raise UserError(f'{option} {value:g} is beyond the range of fp32 (about 3.4e38), which torch holds it in: '
+                        'pass a smaller value')
 
 
 class Parser(argparse.ArgumentParser):

@@ -20,10 +20,10 @@ def read_log(path):
     if Path(path).is_dir():
         raise UserError(f'{path} is a folder, not a results log: pass the .jsonl files in it, e.g. {path}/*/*.jsonl')
     if not Path(path).is_file():
-        raise UserError(f'{path} does not exist')
+        raise UserError(f'{path} does not exist: pass a log under results/, e.g. results/main7_mirror/*.jsonl')
     rows = read_rows(path)
     if not rows:
-        raise UserError(f'{path} holds no runs')
+        raise UserError(f'{path} holds no runs: run the script into it first, or pass a log that holds some')
     if len({str(config_of(row)) for row in rows}) > 1:
         print(f'note: {path} mixes configs (written with --force); the statistics pool them')
     return rows
@@ -40,6 +40,8 @@ def summary_command(opts):
 
 def compare_command(opts):
     rows_a, rows_b = read_log(opts.log_a), read_log(opts.log_b)
+    if Path(opts.log_a).resolve() == Path(opts.log_b).resolve():
+        print(f'note: A and B are the same log, {opts.log_a}: the comparison is of a log with itself')
     for name, path, rows in (('A', opts.log_a, rows_a), ('B', opts.log_b, rows_b)):
         print(f'{name} {path}: {format_summary(describe(rows))}')
     print(format_comparison(compare(rows_a, rows_b)))

@@ -27,11 +27,14 @@ def points(logs, variant):
     return found
 
 
+MARKERS = 'osD^vP*X'
+
+
 def draw_panel(axes, hardware, logs):
-    for variant, marker in (('full', 'o'), ('ternary', 's')):
+    """Every variant of the device's logs: full first, then ternary, then the others (ternary-kd, --variant ...)."""
+    variants = sorted({name for _, name in logs}, key=lambda name: (name != 'full', name != 'ternary', name))
+    for variant, marker in zip(variants, MARKERS * len(variants)):
         found = points(logs, variant)
-        if not found:
-            continue
         labels, in_ladder, times, means, halves = zip(*found)
         bars = axes.errorbar(times, means, yerr=halves, fmt=marker, capsize=3, label=variant)
         # A line joins the ladder's rungs in order; standalone scripts (ResNet-18) stand apart.

@@ -88,6 +88,9 @@ def collect(results, include_cpu=False):
     evidence yet: `python -m reports merge` first)."""
     if not Path(results).is_dir():
         raise UserError(f'{results} is not a folder of results logs: pass --results DIR')
+    if any(Path(results).glob('*.jsonl')):  # its tables would come out empty, and replace the README's
+        raise UserError(f'{results} holds logs itself, as one script\'s folder does: pass the results folder above '
+                        f'it, --results {Path(results).parent}')
     found = {}
     for path in sorted(Path(results).glob('*/*.jsonl')):
         script, variant, hardware = parse_log_name(path)

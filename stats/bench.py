@@ -6,7 +6,9 @@ from pathlib import Path
 
 from common import provenance
 from common.errors import UserError
+from stats.flags import check_out
 from stats.log import append_row
+from stats.trial import check_writable_folder
 
 BENCH = 'bench'  # the folder under results/; the README's run tables leave it out (reports/benchtable.py)
 
@@ -17,6 +19,13 @@ def record_bench(benchmark, device, measurements, settings, out='results'):
     path = Path(out) / BENCH / f'{benchmark}__{provenance.slugify(fields["device"])}.jsonl'
     append_row(path, {'benchmark': benchmark, 'settings': settings, 'measurements': measurements, **fields})
     return path
+
+
+def check_bench_out(out):
+    """A benchmark's --out, checked before it measures: minutes of measurement must not be lost, after the fact,
+    to a folder that cannot take the row."""
+    check_out(out)
+    check_writable_folder(Path(out) / BENCH, '--out')
 
 
 BENCH_KEYS = ('benchmark', 'settings', 'measurements', 'date', 'device')

@@ -28,7 +28,7 @@ def check_out(folder):
 
 
 def check_variant(name):
-    if name is None:  # the default, named after --ternary and --teacher (trial.default_variant)
+    if name is None:  # the default, named after --ternary and --teacher (default_variant)
         return None
     # The name becomes part of a file name, split from the hardware at '__'.
     if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*', name) or '.shard-' in name:
@@ -37,12 +37,38 @@ def check_variant(name):
     return name
 
 
+def default_variant(args):
+    # ternary/ flags: a script that does not take them trains in full precision, without a teacher
+    name = 'ternary' if getattr(args, 'ternary', False) else 'full'
+    return name + '-kd' if getattr(args, 'teacher', None) else name
+
+
+DEFAULT_VARIANTS = {'full': 'full-precision', 'ternary': 'ternary', 'full-kd': 'distilled full-precision',
+                    'ternary-kd': 'distilled ternary'}  # the default log names, and the runs each holds
+
+
+def check_variant_fits_runs(args):
+    """A default variant's name says how its runs trained; --variant ternary on full-precision runs would put them
+    in the ternary column of the tables."""
+    own = default_variant(args)
+    if args.variant in DEFAULT_VARIANTS and args.variant != own:
+        raise UserError(f'--variant {args.variant} names the log of {DEFAULT_VARIANTS[args.variant]} runs, but '
+                        f'these flags train {DEFAULT_VARIANTS[own]} runs: leave --variant out (they go to {own}) or '
+                        'pick another name')
+
+
 SEED_LIMIT = 2 ** 63  # torch.manual_seed takes 64-bit seeds; below 2**63 one reads the same signed or unsigned
 
 
-def check_seed_range(hyp, args):
+def check_trial_flags(hyp, args):
+    """FLAGS' check, for the limits that involve two flags."""
+    check_variant_fits_runs(args)
+    check_seed_range(args)
+
+
+def check_seed_range(args):
     """Runs use seeds seed .. seed + runs - 1: all must fit torch's seed, or a run fails after the data has loaded.
-    FLAGS' check, as it needs --runs too (already checked to be >= 1 by then)."""
+    --runs is already checked to be >= 1 by then."""
     last = args.seed + args.runs - 1
     if args.seed < 0 or last >= SEED_LIMIT:
         raise UserError(f'--seed must be >= 0 and --seed + --runs - 1 below 2**63 ({SEED_LIMIT:,}, the range of '
@@ -64,4 +90,4 @@ FLAGS = Flags('trials (stats/)', run={
     'force': Flag(False, 'append to a log that holds a different configuration'),
     'shard': Flag(None, "K/N: do the K-th of N slices of the seeds (cluster job arrays)", parse_shard),
     'gpus': Flag(None, "'all' or a list like 0,1: one process per GPU, all writing to one log", check_gpus_format),
-}, check=check_seed_range)
+}, check=check_trial_flags)

@@ -162,7 +162,7 @@ def parse_rows(path, data):
     if foreign and not rows:
         number, problem = foreign[0]
         raise UserError(f'{path} line {number} {problem} and no line is a results row: this file is not a results '
-                        'log (JSON Lines); move it away or pass another --out')
+                        'log (JSON Lines): move it away, or pass another log (a run: another --out)')
     return rows, damaged
 
 
@@ -177,7 +177,8 @@ def read_rows(path):
             fcntl.flock(f, fcntl.LOCK_SH)  # a concurrent writer's half-written line is never seen
             data = f.read()
     except OSError as exc:
-        raise UserError(f'cannot read {path} as a results log: {exc}') from None
+        raise UserError(f'cannot read {path} as a results log ({exc.strerror or type(exc).__name__}): pass a readable '
+                        '.jsonl file (a run: an --out folder it can read)') from None
     rows, damaged = parse_rows(path, data)
     for number, problem in damaged:
         print(f'warning: {path} line {number} {problem}; skipped, left in place', file=sys.stderr)
@@ -312,7 +313,7 @@ def merge_shards(shard_paths, force=False):
 def merge_group(main, shards, force):
     for shard in shards:
         if not shard.exists():
-            raise UserError(f'{shard} does not exist')
+            raise UserError(f'{shard} does not exist: pass the shard logs a --shard K/N job wrote')
     rows = read_rows(main)
     shard_rows = {shard: read_rows(shard) for shard in shards}
     new = [row for part in shard_rows.values() for row in part]

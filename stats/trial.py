@@ -29,7 +29,8 @@ from pathlib import Path
 from common import errors
 from common.errors import UserError
 from common import provenance
-from stats.flags import check_gpus_format, check_out, check_runs, check_variant, parse_shard
+from stats.flags import (check_gpus_format, check_out, check_runs, check_variant, check_variant_fits_runs,
+                         default_variant, parse_shard)
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.seeds import RunPlan, format_seeds, next_seeds, shard_seeds
 from stats.summary import describe, format_summary, mean_std, values, verdict
@@ -93,12 +94,6 @@ def parse_gpus(text, count):
         raise UserError(f'--gpus {text}: each index must appear once and be below {count}, the number of '
                         'visible GPUs')
     return ids
-
-
-def default_variant(args):
-    # ternary/ flags: a script that does not take them trains in full precision, without a teacher
-    name = 'ternary' if getattr(args, 'ternary', False) else 'full'
-    return name + '-kd' if getattr(args, 'teacher', None) else name
 
 
 def hyp_dtype(hyp):
@@ -167,6 +162,7 @@ class Trial:
         # With --gpus, the log is named after the GPUs the children will use, not the parent's default GPU.
         device = names[self.gpu_ids[0]] if self.gpu_ids else provenance.device_name(args.device)
         self.script, self.args = Path(script_file).resolve(), args
+        check_variant_fits_runs(args)  # also a flag check; here too for a trial driven from Python
         self.variant = check_variant(default_variant(args) if args.variant is None else args.variant)
         # As it reads back from the log (tuples become lists), so logged and current configs compare equal.
         self.config = json.loads(json.dumps({'hyp': hyp, 'args': config_args(args)}))

@@ -16,9 +16,9 @@ import sys
 
 import torch
 
-from common.errors import install_excepthook
+from common.errors import UserError, install_excepthook
 from common.flags import Parser
-from stats.bench import record_bench
+from stats.bench import check_bench_out, record_bench
 from ternary import quant
 from ternary.pack import pack_codes
 
@@ -110,18 +110,18 @@ def check(out, reference, name):
 
 def main():
     install_excepthook()
-    parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = Parser(prog='python -m ternary.bench', description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument('--out', default='results', help='results folder: the table is appended to bench/ there')
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print('ternary.bench needs a CUDA GPU (it times CUDA kernels); none is visible, nothing to do')
-        return
+    check_bench_out(args.out)
+    if not torch.cuda.is_available():  # an error, so that a GPU job that lost its GPU does not pass as done
+        raise UserError('ternary.bench needs a CUDA GPU (it times CUDA kernels) and none is visible: run it on a '
+                        'GPU machine')
     try:
         import triton
         from ternary import kernels
     except ImportError:
-        print('ternary.bench needs Triton (pip install triton); it is not installed, nothing to do')
-        return
+        raise UserError('ternary.bench needs Triton and it is not installed: pip install triton') from None
     print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, '
           f'CUDA {torch.version.cuda}')
     measurements = {'weight_quant': bench_weight_quant(kernels), 'packed_matmul': bench_packed_matmul(kernels)}

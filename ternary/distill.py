@@ -56,10 +56,13 @@ def read_checkpoint(path):
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch.load raises many types for files it cannot read
-        raise UserError(f'--teacher {path}: not a model saved with --save-model ({type(exc).__name__})') from None
+        raise UserError(f'--teacher {path}: not a model saved with --save-model (torch cannot load it: '
+                        f'{type(exc).__name__}); train a teacher with --no-ternary --save-model PATH and pass that '
+                        'PATH') from None
     if (not isinstance(checkpoint, dict) or checkpoint.get('format') != MODEL_FORMAT
             or not isinstance(checkpoint.get('state_dict'), dict)):
-        raise UserError(f'--teacher {path}: not a model saved with --save-model (expected format {MODEL_FORMAT})')
+        raise UserError(f'--teacher {path}: not a model saved with --save-model (expected format {MODEL_FORMAT}); '
+                        'train a teacher with --no-ternary --save-model PATH and pass that PATH')
     if not all(isinstance(key, str) and isinstance(value, torch.Tensor)
                for key, value in checkpoint['state_dict'].items()):
         raise UserError(f'--teacher {path}: its state_dict holds entries that are not named tensors; '
@@ -98,7 +101,8 @@ def load_teacher(path, make_net, device, script=None):
                         f"{Path(script).name}: distil from a model of the same script")
     check_finite(checkpoint['state_dict'], path)
     teacher = make_net(device)
-    check_architecture(checkpoint['state_dict'], teacher, path)
+    check_architecture(checkpoint['state_dict'], teacher, f'--teacher {path}',
+                       'pass the width flags the teacher was trained with, or train a teacher with these')
     teacher.load_state_dict(checkpoint['state_dict'])
     teacher.eval().requires_grad_(False)
     return teacher

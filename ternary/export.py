@@ -52,15 +52,15 @@ def unwrap(model):
     return getattr(model, '_orig_mod', model)
 
 
-def check_architecture(state, model, path):
-    """UserError naming the first key whose presence or shape differs between `state` and `model`."""
+def check_architecture(state, model, path, fix='build the model with the hyp the file was saved from'):
+    """UserError naming the first key whose presence or shape differs between `state` and `model`, and `fix`."""
     expected = model.state_dict()
     for key in list(expected) + [k for k in state if k not in expected]:
         got = tuple(state[key].shape) if key in state else 'missing'
         want = tuple(expected[key].shape) if key in expected else 'absent'
         if got != want:
             raise UserError(f"{path} holds another architecture: first mismatch at '{key}' "
-                            f"(file: {got}, this model: {want})")
+                            f"(file: {got}, this model: {want}): {fix}")
 
 
 def ternary_weights(model):

@@ -1,5 +1,6 @@
-"""Benchmarks append their numbers to results/bench/ with provenance; the README table leaves those rows out. The
-loader benchmark's byte counter counts what it says it counts."""
+"""Benchmarks append their numbers to results/bench/ with provenance; the README's run tables leave those rows out
+(the step benchmark's have a table of their own). The loader benchmark's byte counter counts what it says it
+counts. A benchmark checks its --out before it measures."""
 import json
 import subprocess
 import sys
@@ -96,3 +97,27 @@ def test_the_step_benchmark_times_both_formats_and_appends_a_row(tmp_path):
         proc = subprocess.run([sys.executable, 'tools/bench_step.py', '--script', script], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1 and proc.stderr.startswith(f'error: --script {script} is not a rung')
+
+
+def test_every_benchmark_refuses_an_unwritable_out_before_it_measures(tmp_path):
+    (tmp_path / 'a_file').write_text('not a folder')
+    out = str(tmp_path / 'a_file')
+    for argv in (['tools/bench_step.py'], ['-m', 'airbench.bench', '--data-dir', str(tmp_path / 'no_data')],
+                 ['-m', 'ternary.bench']):
+        proc = subprocess.run([sys.executable, *argv, '--out', out], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        # the data folder does not exist either: the --out error comes first, before any data or measurement
+        assert proc.returncode == 1 and proc.stderr == f'error: --out {out}/bench: cannot write there (Not a ' \
+                                                       'directory): pass a writable folder\n', (argv, proc.stderr)
+    proc = subprocess.run([sys.executable, 'tools/bench_step.py', '--steps', 'two'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr == ("error: argument --steps: invalid int value: 'two' (see python "
+                                                    'tools/bench_step.py --help)\n')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal where there is no GPU')
+def test_the_kernel_benchmark_fails_without_a_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'ternary.bench', '--out', str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith('error: ternary.bench needs a CUDA GPU')
+    assert not (tmp_path / 'bench').exists()

@@ -136,6 +136,7 @@ def test_tta_level_2_arrives_with_main6(rung, allowed):
     (['--translate', '-1'], r'--translate must be in 0..31'),
     (['--tta-level', '3'], r'--tta-level: invalid choice: 3 \(choose from 0, 1, 2\)'),
     (['--compile-mode', 'fastest'], r"--compile-mode: invalid choice: 'fastest'"),
+    (['--block1', '1000000000'], '^--block1 must be in 1..4096, got 1000000000$'),  # not an allocation traceback
 ])
 def test_a_rungs_own_leaves_are_range_checked(argv, message):
     import main8_compile
@@ -163,6 +164,29 @@ def test_flags_that_need_another_flag_are_refused_without_it(argv, message):
     # Silently ignored, they would still enter the logged config and make the next plain run "a different config".
     with pytest.raises(UserError, match=message):
         parse_flags(HYP, FLAGS, argv)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--lr', '1e300'], r'^--lr 1e\+300 is beyond the range of fp32 \(about 3.4e38\).*pass a smaller value$'),
+    (['--teacher', 't.pt', '--kd-temperature', 'inf'], '^--kd-temperature must be a finite number, got inf$'),
+    (['--data-dir', ''], r'^--data-dir is empty \(an unset shell variable\?\): pass a value or leave the flag out'),
+    (['--teacher', ''], '^--teacher is empty'),
+    (['--variant', 'ternary'], '^--variant ternary names the log of ternary runs, but these flags train '
+                               'full-precision runs: leave --variant out .they go to full. or pick another name$'),
+    (['--ternary', '--variant', 'full'], '^--variant full names the log of full-precision runs, but these flags '
+                                         'train ternary runs'),
+    (['--ternary', '--teacher', 't.pt', '--variant', 'ternary'], 'train distilled ternary runs: .*go to ternary-kd'),
+])
+def test_values_torch_would_trip_over_later_are_refused_here(argv, message):
+    with pytest.raises(UserError, match=message):
+        parse_flags(HYP, FLAGS, argv)
+
+
+def test_a_default_variant_name_passes_where_it_fits():
+    for argv, variant in ((['--variant', 'full'], 'full'), (['--ternary', '--variant', 'ternary'], 'ternary'),
+                          (['--ternary', '--teacher', 't.pt', '--variant', 'ternary-kd'], 'ternary-kd'),
+                          (['--ternary', '--variant', 'lr12'], 'lr12')):
+        assert parse_flags(HYP, FLAGS, argv)[1].variant == variant
 
 
 def test_flags_that_need_another_flag_pass_with_it_or_at_their_default():

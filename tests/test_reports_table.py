@@ -1,6 +1,7 @@
 """The README table, the figure and the `python -m reports` command line, on small fixture logs."""
 import importlib.util
 import json
+import warnings
 
 import pytest
 
@@ -170,13 +171,51 @@ def test_summary_and_compare_commands(results, capsys):
 @pytest.mark.parametrize('argv, message', [
     (['bogus'], "invalid choice: 'bogus'"),
     (['table', '--bogus'], 'unrecognized arguments: --bogus'),
-    (['summary', 'no/such.jsonl'], 'no/such.jsonl does not exist'),
+    (['summary', 'no/such.jsonl'], 'no/such.jsonl does not exist: pass a log under results/'),
     (['merge', 'results/x/full__h100.jsonl'], 'is not a shard log'),
 ])
 def test_bad_command_lines_are_one_line_errors(argv, message, capsys):
     assert reports_main(argv) != 0
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and message in err
+
+
+def test_a_scripts_log_folder_given_as_results_is_refused_not_tabled_as_empty(results, tmp_path, capsys):
+    readme = tmp_path / 'README.md'
+    readme.write_text(README)
+    update_readme(results, readme)
+    before = readme.read_text()
+    folder = results / 'main0_network'
+    for argv in (['table', '--results', str(folder), '--readme', str(readme)], ['table', '--check', '--results',
+                                                                                  str(folder), '--readme', str(readme)]):
+        assert reports_main(argv) == 1
+        assert capsys.readouterr().err == (f"error: {folder} holds logs itself, as one script's folder does: pass the "
+                                           f'results folder above it, --results {results}\n')
+    assert readme.read_text() == before
+
+
+def test_a_log_compared_with_itself_is_said_to_be(results, capsys):
+    full = str(results / 'main0_network' / 'full__test-gpu.jsonl')
+    assert reports_main(['compare', full, full]) == 0
+    assert f'note: A and B are the same log, {full}' in capsys.readouterr().out
+
+
+def test_the_figure_draws_every_variant(results, tmp_path):
+    pytest.importorskip('matplotlib')
+    write_log(results, 'main0_network.py', 'ternary-kd', 'test-gpu', [0.93, 0.94])
+    write_log(results, 'main1_whiten.py', 'lr12', 'lone-gpu', [0.93, 0.94])  # a device with no full log
+    import matplotlib.axes
+    drawn = []
+    original = matplotlib.axes.Axes.errorbar
+
+    def errorbar(self, *args, label=None, **kwargs):
+        drawn.append(label)
+        return original(self, *args, label=label, **kwargs)
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter('error')  # an empty panel's legend warns: "No artists with labels"
+        patch.setattr(matplotlib.axes.Axes, 'errorbar', errorbar)
+        assert reports_main(['figure', '--results', str(results), '--out', str(tmp_path / 'f.png')]) == 0
+    assert sorted(drawn) == ['full', 'full', 'lr12', 'ternary', 'ternary-kd']
 
 
 def test_the_gap_follows_the_ternary_flag_and_ternary94_is_compared_with_its_parent(results):

@@ -9,7 +9,6 @@ the machine that comes and goes falls on both alike. A step is the forward, the 
 optimizer step; no data loading, no augmentation. Timed by the wall clock on the CPU (CUDA events on a GPU);
 the medians and their ratio are appended to results/bench/step__<device>.jsonl with the CPU's name and flags.
 """
-import argparse
 import inspect
 import os
 import statistics
@@ -23,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, install_excepthook  # noqa: E402  (after the path: run as a file)
-from common.flags import parse_flags  # noqa: E402
+from common.flags import Parser, parse_flags  # noqa: E402
 from common.precision import autocast  # noqa: E402
 from reports.sidebyside import import_script  # noqa: E402
-from stats.bench import record_bench  # noqa: E402
+from stats.bench import check_bench_out, record_bench  # noqa: E402
 
 RUNG_PARTS = ('hyp', 'FLAGS', 'make_net', 'make_optimizer', 'cross_entropy_loss')
 
@@ -87,7 +86,7 @@ def time_alternating(steps, rounds):
 
 def main(argv=None):
     install_excepthook(stop_handlers=argv is None)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog='python tools/bench_step.py', description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument('--script', default='main7_mirror.py')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per format')
     parser.add_argument('--batch-size', type=int, default=0, help="0: the rung's own")
@@ -96,6 +95,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 0:
         raise UserError(f'--steps must be >= 1 and --batch-size >= 0, got {args.steps} and {args.batch_size}')
+    check_bench_out(args.out)
     rung = load_rung(args.script)
     batch_size = args.batch_size or rung.hyp['opt']['batch_size']
     steps = {dtype: make_step(rung, dtype, batch_size, args.device) for dtype in ('fp32', 'bf16')}
