@@ -83,14 +83,18 @@ def parse_log_name(path):
     return Path(path).parent.name + '.py', variant, hardware
 
 
-def collect(results, include_cpu=False):
-    """{hardware: {(script, variant): rows}} from the main logs under `results` (shard logs are not merged
-    evidence yet: `python -m reports merge` first)."""
+def check_results_folder(results):
     if not Path(results).is_dir():
         raise UserError(f'{results} is not a folder of results logs: pass --results DIR')
     if any(Path(results).glob('*.jsonl')):  # its tables would come out empty, and replace the README's
         raise UserError(f'{results} holds logs itself, as one script\'s folder does: pass the results folder above '
                         f'it, --results {Path(results).parent}')
+
+
+def collect(results, include_cpu=False):
+    """{hardware: {(script, variant): rows}} from the main logs under `results` (shard logs are not merged
+    evidence yet: `python -m reports merge` first)."""
+    check_results_folder(results)
     found = {}
     for path in sorted(Path(results).glob('*/*.jsonl')):
         script, variant, hardware = parse_log_name(path)
@@ -314,12 +318,22 @@ def update_readme(results, readme, check=False, include_cpu=False, root=ROOT):
         raise UserError(f'{readme} does not exist' + (' (it is a folder)' if readme.is_dir() else '')
                         + ': pass --readme PATH')
     text = read_utf8(readme, 'save it as UTF-8, or pass --readme PATH')
+    check_holds_logs(results, readme)
     new = replace_block(text, make_block(results, include_cpu, root), readme)
     if LADDER_BEGIN in new:  # optional: a README may hold the results table alone
         new = replace_block(new, ladder_block(results, root), readme, LADDER_BEGIN, LADDER_END)
     if new != text and not check:
         write_readme(readme, new)
     return new != text
+
+
+def check_holds_logs(results, readme):
+    """A folder with no logs at all is a wrong --results (a typo, a fresh folder), not a project with nothing
+    measured: its tables would replace every row of the README's."""
+    check_results_folder(results)
+    if not any(Path(results).glob('*/*.jsonl')) and not (Path(results) / 'flops.json').is_file():
+        raise UserError(f'{results} holds no run logs (<script>/<variant>__<hardware>.jsonl) and no flops.json: '
+                        f'pass --results with the folder the runs log to; {readme.name} was left as it was')
 
 
 def write_readme(readme, text):

@@ -194,6 +194,25 @@ def test_a_scripts_log_folder_given_as_results_is_refused_not_tabled_as_empty(re
     assert readme.read_text() == before
 
 
+def test_a_results_folder_without_logs_is_refused_and_the_readme_kept(results, tmp_path, capsys):
+    readme = tmp_path / 'README.md'
+    readme.write_text(README)
+    update_readme(results, readme)
+    before = readme.read_text()
+    empty = tmp_path / 'typo'
+    (empty / 'main0_network').mkdir(parents=True)  # folders, but no log in them
+    for argv in (['table', '--results', str(empty), '--readme', str(readme)], ['table', '--check', '--results',
+                                                                                 str(empty), '--readme', str(readme)]):
+        assert reports_main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {empty} holds no run logs') and err.count('\n') == 1
+    assert readme.read_text() == before
+    (results / 'flops.json').write_text('{}')  # a folder with the FLOP counts alone is a real one
+    for path in results.glob('*/*.jsonl'):
+        path.unlink()
+    assert reports_main(['table', '--results', str(results), '--readme', str(readme)]) == 0
+
+
 def test_a_log_compared_with_itself_is_said_to_be(results, capsys):
     full = str(results / 'main0_network' / 'full__test-gpu.jsonl')
     assert reports_main(['compare', full, full]) == 0
