@@ -16,6 +16,7 @@ distinct elements of its outputs (written) and of its tensor arguments (read; a 
 elements it fetches; views move nothing). They are not cache-aware: an L2 hit counts like DRAM traffic, and a
 fused kernel would move less. The row is appended to results/bench/loader__<device>.jsonl.
 """
+import argparse
 import math
 
 import torch
@@ -217,10 +218,12 @@ def build(images, labels, args, device):
 
 def main():
     install_excepthook()
-    parser = Parser(prog='python -m airbench.bench', description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument('--data-dir', default=None)
-    parser.add_argument('--epochs', type=int, default=10)
-    parser.add_argument('--batch-size', type=int, default=1024)
+    parser = Parser(prog='python -m airbench.bench', description=__doc__.splitlines()[0], allow_abbrev=False,
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--data-dir', default=None,
+                        help='a CIFAR-10 copy, as the rungs take it; unset: $CIFAR10_DIR, else the download cache')
+    parser.add_argument('--epochs', type=int, default=10, help='epochs timed per loader')
+    parser.add_argument('--batch-size', type=int, default=1024, help='images per batch')
     parser.add_argument('--flip', default='alternating', help="'none', 'random' or 'alternating'")
     parser.add_argument('--translate', type=int, default=2, help='pixels, reflect-padded')
     parser.add_argument('--cutout', type=int, default=0, help='side of the zeroed square, pixels (0: off)')

@@ -11,6 +11,7 @@ Each entry is the median over 100 CUDA-event-timed groups of 10 calls, after 10 
 compilation). Every Triton output is checked for exact equality with its reference before it is timed.
 The table is printed and appended to results/bench/ternary-kernels__<gpu>.jsonl.
 """
+import argparse
 import statistics
 import sys
 
@@ -110,7 +111,8 @@ def check(out, reference, name):
 
 def main():
     install_excepthook()
-    parser = Parser(prog='python -m ternary.bench', description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = Parser(prog='python -m ternary.bench', description=__doc__.splitlines()[0], allow_abbrev=False,
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', default='results', help='results folder: the table is appended to bench/ there')
     args = parser.parse_args()
     check_bench_out(args.out)

@@ -2,6 +2,7 @@
 (the step benchmark's have a table of their own). The loader benchmark's byte counter counts what it says it
 counts. A benchmark checks its --out before it measures."""
 import json
+import re
 import subprocess
 import sys
 
@@ -113,6 +114,16 @@ def test_every_benchmark_refuses_an_unwritable_out_before_it_measures(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr == ("error: argument --steps: invalid int value: 'two' (see python "
                                                     'tools/bench_step.py --help)\n')
+
+
+def test_every_benchmark_flag_shows_its_default_in_help():
+    for argv in (['tools/bench_step.py'], ['-m', 'airbench.bench'], ['-m', 'ternary.bench']):
+        proc = subprocess.run([sys.executable, *argv, '--help'], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        options = re.split(r'\n(?=  -)', proc.stdout.split('options:\n', 1)[1])[1:]  # one entry per flag, -h left out
+        assert proc.returncode == 0 and options, (argv, proc.stdout)
+        for option in options:
+            assert '(default:' in option, (argv, option)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal where there is no GPU')

@@ -9,6 +9,7 @@ the machine that comes and goes falls on both alike. A step is the forward, the 
 optimizer step; no data loading, no augmentation. Timed by the wall clock on the CPU (CUDA events on a GPU);
 the medians and their ratio are appended to results/bench/step__<device>.jsonl with the CPU's name and flags.
 """
+import argparse
 import inspect
 import os
 import statistics
@@ -86,12 +87,13 @@ def time_alternating(steps, rounds):
 
 def main(argv=None):
     install_excepthook(stop_handlers=argv is None)
-    parser = Parser(prog='python tools/bench_step.py', description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument('--script', default='main7_mirror.py')
+    parser = Parser(prog='python tools/bench_step.py', description=__doc__.splitlines()[0], allow_abbrev=False,
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--script', default='main7_mirror.py', help='the rung whose net and loss are timed')
     parser.add_argument('--steps', type=int, default=5, help='timed steps per format')
     parser.add_argument('--batch-size', type=int, default=0, help="0: the rung's own")
-    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
-    parser.add_argument('--out', default='results')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where the step runs')
+    parser.add_argument('--out', default='results', help='results folder: the row is appended to bench/ there')
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 0:
         raise UserError(f'--steps must be >= 1 and --batch-size >= 0, got {args.steps} and {args.batch_size}')
