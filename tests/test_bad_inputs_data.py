@@ -60,7 +60,7 @@ ONE_CLASS = records(np.full(RECORDS, 3), np.random.default_rng(0).integers(0, 25
 @pytest.mark.parametrize('name, data, message', [
     ('test_batch', ZEROS, r'holds 10,000 constant images \(every pixel the same\) of 10,000, expected at most 1%'),
     ('data_batch_4', ONE_CLASS, r'holds 0 images of class 0 of 10,000, expected at least 5% of each class'),
-])
+], ids=['blank', 'one-class'])  # the bytes would be the ids: 30 MB of them in pytest's output
 def test_a_blank_or_one_class_batch_file_is_refused_by_name_and_not_cached(name, data, message, binary_cifar,
                                                                            cache_dir, tmp_path):
     root = layout_with(binary_cifar, tmp_path / 'copy', name, data)
