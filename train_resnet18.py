@@ -24,8 +24,8 @@ from airbench import CifarLoader, load_data
 from common.flags import Flags, one_of, parse_flags
 from common.errors import UserError
 from common.precision import autocast, input_dtype, onednn_below_avx512
-from common.table import (Timer, check_finite_loss, check_finite_outputs, peak_memory_bytes, print_table_header,
-                          print_table_row, reset_peak_memory)
+from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
+                          reset_peak_memory)
 
 torch.backends.cudnn.benchmark = True
 
@@ -175,7 +175,8 @@ def evaluate(model, loader, dtype, tta_level=0):
     with torch.no_grad(), autocast(loader.device.type, dtype):
         images = loader.normalize(loader.images)  # timed in the final eval, as in airbench
         logits = torch.cat([infer_views(model, batch, tta_level) for batch in images.split(1000)])
-    check_finite_outputs(logits)  # a run that diverged on its last step still has a finite loss
+    if not logits.isfinite().all():  # diverged after the last loss it checked: no accuracy (stats.Trial refuses it)
+        return math.nan
     return (logits.argmax(1) == loader.labels).sum().item() / len(loader.labels)  # exact: 9,400 of 10,000 is 0.94
 
 #############################################

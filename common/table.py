@@ -43,16 +43,6 @@ def check_finite_loss(run, epoch, train_loss):
     return train_loss
 
 
-def check_finite_outputs(logits):
-    """A one-line stop when the model's outputs hold NaN or infinity. The loss a run checks is the one before its
-    last update, so a run that diverges on its very last step passes check_finite_loss; its outputs do not (argmax
-    of NaN logits is class 0: a 10% run that would be logged)."""
-    if not torch.isfinite(logits).all():
-        raise UserError('the model\'s outputs are NaN or infinite: the run diverged on its last steps, so it is not '
-                        'logged (the runs before it are): lower the learning rates (--lr and the rung\'s other lr '
-                        'flags), or check the --teacher checkpoint')
-
-
 class Timer:
     """Accumulates the seconds spent inside `with timer:` blocks. On CUDA it records events and
     synchronizes at each stop, so queued GPU work is counted in the block that issued it; on the CPU it

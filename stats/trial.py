@@ -19,6 +19,7 @@ Seeds (STYLE.md item 11): run r has seed args.seed + r.
 Variant (the log's name): args.variant, else 'full', 'ternary', 'full-kd' or 'ternary-kd' (with --teacher).
 """
 import json
+import math
 import os
 import re
 import subprocess
@@ -43,6 +44,15 @@ GPU_SEEDS_LIMIT = 10_000  # seeds one --gpus command may plan: Linux caps one en
 METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'cpu_info',
             'hyp', 'args')
 RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds', 'peak_memory_bytes')
+
+
+def check_finite_accuracy(result):
+    """A rung's evaluate returns NaN when the model's outputs are NaN or infinite: a run that diverged on its last
+    step, after the last training loss it checked. Such a run is no result, as one stopped by its loss is not."""
+    if not all(math.isfinite(result[key]) for key in ('val_acc', 'tta_val_acc')):
+        raise UserError(f'run {result["run"]} diverged: the model\'s outputs are NaN or infinite at its final '
+                        'evaluation, so it is not logged (the runs before it are): lower the learning rates (--lr '
+                        'and the rung\'s other lr flags), or check the --teacher checkpoint')
 
 
 def check_writable_folder(folder, flag):
@@ -235,6 +245,7 @@ class Trial:
         clashing = [key for key in METADATA if key in result]
         if missing or clashing:
             raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
+        check_finite_accuracy(result)
         row = {'script': self.script.name, 'variant': self.variant, **result, **self.provenance,
                'date': provenance.utc_now(), **self.config}  # date: when this run finished
         with errors.defer_stops():  # a stop waits until the finished run is logged: it loses only a run in progress

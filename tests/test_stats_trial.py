@@ -66,6 +66,18 @@ def test_rows_hold_result_provenance_and_config(script, tmp_path):
     assert row['cpu_info']['cores'] >= 1 and row['cpu_info']['torch_isa'] and row['cpu_info']['model']
 
 
+def test_a_run_whose_evaluation_is_nan_is_refused_by_name_and_not_logged(script, tmp_path):
+    # A rung's evaluate gives NaN when the model's outputs are not finite: diverged after its last checked loss.
+    trial = Trial(script, HYP, make_args(tmp_path, runs=3))
+    trial.record(fake_result(0, 0))
+    for key in ('tta_val_acc', 'val_acc'):
+        with pytest.raises(UserError, match=r'^run 1 diverged: the model\'s outputs are NaN or infinite'):
+            trial.record({**fake_result(1, 1), key: float('nan')})
+    assert logged_seeds(trial.path) == [0]
+    trial.record(fake_result(2, 2))  # the runs after it log as before
+    assert logged_seeds(trial.path) == [0, 2]
+
+
 def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
     run_trial(script, make_args(tmp_path, runs=2))
     trial = run_trial(script, make_args(tmp_path, runs=3))
