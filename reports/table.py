@@ -333,7 +333,8 @@ def check_holds_logs(results, readme):
     check_results_folder(results)
     if not any(Path(results).glob('*/*.jsonl')) and not (Path(results) / 'flops.json').is_file():
         raise UserError(f'{results} holds no run logs (<script>/<variant>__<hardware>.jsonl) and no flops.json: '
-                        f'pass --results with the folder the runs log to; {readme.name} was left as it was')
+                        f'pass --results with the folder the runs log to (a new project: run a rung, or python -m '
+                        f'reports flops, first); {readme.name} was left as it was')
 
 
 def write_readme(readme, text):
