@@ -342,4 +342,5 @@ if __name__ == '__main__':
     for run, seed in trial.pending():
         trial.record(main(hyp, run, seed, model, loss_fn, train_loader, test_loader))
     ternary.save_model(model, args.save_model, __file__)  # [ternary] --save-model, a teacher for --teacher
+    ternary.export_from_flags(model, args, test_loader)  # [ternary] --export-packed: the 2-bit file, checked
     trial.report()

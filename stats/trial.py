@@ -38,7 +38,7 @@ from stats.summary import describe, format_summary, mean_std, values, verdict
 
 # Flags that do not change what a run computes, so rows that differ only in them are pooled (the contract's list).
 NOT_CONFIG = ('runs', 'resume', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
-              'save_model')
+              'save_model', 'export_packed')
 GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
 GPU_SEEDS_LIMIT = 10_000  # seeds one --gpus command may plan: Linux caps one environment string at 128 KiB
 METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'cpu_info',
@@ -78,17 +78,19 @@ def check_writable_folder(folder, flag):
 
 
 def check_outputs(args, log):
-    """The log and --save-model must be writable before any training starts."""
+    """The log, --save-model and --export-packed must be writable before any training starts."""
     check_out(args.out)  # also a flag check; here too for a trial driven from Python
     check_writable_folder(Path(log).parent, '--out')
     if Path(log).exists() and not os.access(log, os.W_OK):
         raise UserError(f'--out {args.out}: the log {log} is read-only: make it writable or pass another --out')
-    save_model = getattr(args, 'save_model', None)  # a ternary/ flag: a script without it saves nothing
-    if save_model is not None:
-        path = Path(save_model)
-        if path.is_dir() or str(save_model).endswith(os.sep):
-            raise UserError(f'--save-model {path} is a folder: pass a file path, e.g. {path / "model.pt"}')
-        check_writable_folder(path.parent, '--save-model')
+    for name, example in (('save_model', 'model.pt'), ('export_packed', 'model.tpk')):
+        value = getattr(args, name, None)  # ternary/ flags: a script without them writes no model
+        if value is None:
+            continue
+        flag, path = '--' + name.replace('_', '-'), Path(value)
+        if path.is_dir() or str(value).endswith(os.sep):
+            raise UserError(f'{flag} {path} is a folder: pass a file path, e.g. {path / example}')
+        check_writable_folder(path.parent, flag)
 
 
 def parse_gpus(text, count):

@@ -25,6 +25,7 @@ Also here, for export and distill.py alike: `unwrap` (the model inside torch.com
 `check_architecture`; and `convert_from_flags`, the --ternary toggle,
 which reports the packed size.
 """
+import copy
 import hashlib
 import json
 import math
@@ -281,3 +282,28 @@ def convert_from_flags(model, args):
     print(f'model size: {model_size_bytes(model):,} bytes as trained, '
           f'{model_size_bytes(model, packed=True):,} bytes packed (ternary.export_packed)')
     return model
+
+
+def export_from_flags(model, args, loader):
+    """--export-packed PATH: the last trained model as a packed file, then checked: reloaded into a copy of the model,
+    its eval-mode logits on the first 2,000 images of `loader` (one with .images and .normalize, as
+    airbench.CifarLoader) must equal the trained model's bit for bit, both run eagerly (nn.Module.compile compiles
+    in place, and unwrap cannot undo it). A no-op without the flag."""
+    path = getattr(args, 'export_packed', None)
+    if path is None:
+        return
+    trained = unwrap(model)
+    size = export_packed(trained, path)
+    reloaded = load_packed(copy.deepcopy(trained), path)
+    inputs = loader.normalize(loader.images[:2000])
+    was_training = trained.training
+    trained.eval()
+    reloaded.eval()
+    with torch.no_grad():  # forward, not __call__: eager on both sides (a compiled model's fused kernels round
+        same = torch.equal(trained.forward(inputs), reloaded.forward(inputs))  # differently, by an ulp or so)
+    trained.train(was_training)
+    if not same:
+        raise UserError(f'{path}: the packed model\'s logits differ from the trained model\'s: a bug in '
+                        'ternary/export.py (the file is kept); please report it')
+    print(f'packed model: {path}, {size:,} bytes ({model_size_bytes(trained):,} as trained); reloaded, its logits on '
+          f'{len(inputs):,} test images equal the trained model\'s')

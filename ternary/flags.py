@@ -1,11 +1,12 @@
-"""The --ternary toggle and its options, distillation (--teacher) and --save-model. A script passes FLAGS to
-parse_flags."""
+"""The --ternary toggle and its options, distillation (--teacher), --save-model and --export-packed. A script passes
+FLAGS to parse_flags."""
 from pathlib import Path
 
 import torch
 
 from common.errors import UserError
 from common.flags import Flag, Flags
+from ternary.export import MAGIC
 from ternary.layers import check_act_bits
 
 
@@ -37,7 +38,7 @@ def check_save_model_path(path, out=None):
                         f'rows; pass a checkpoint path such as {path.with_suffix(".pt")}')
     if not path.is_file() or path.stat().st_size == 0 or is_saved_model(path):
         return
-    what = 'a results log (JSON lines)' if first_byte(path) == b'{' else 'not a model saved with --save-model'
+    what = 'a results log (JSON lines)' if first_bytes(path) == b'{' else 'not a model saved with --save-model'
     raise UserError(f'--save-model {path} exists and is {what}: saving the model would replace it after training; '
                     f'pass a new path, or move that file away first')
 
@@ -52,18 +53,35 @@ def is_saved_model(path):
     return isinstance(checkpoint, dict) and isinstance(checkpoint.get('state_dict'), dict) and 'format' in checkpoint
 
 
-def first_byte(path):
+def first_bytes(path, count=1):
     try:
         with open(path, 'rb') as f:
-            return f.read(1)
+            return f.read(count)
     except OSError:  # unreadable: still refused, only not named as a log
         return b''
+
+
+def check_export_packed_path(path, save_model=None):
+    """Refuses a --export-packed path whose file the export would replace and that is not a packed model (a log,
+    a checkpoint, anything else), and the --save-model path: the two files would overwrite each other."""
+    path = Path(path)
+    if save_model is not None and path.resolve() == Path(save_model).resolve():
+        raise UserError(f'--export-packed {path} is also the --save-model path: pass two paths, e.g. '
+                        f'{path.with_suffix(".tpk")} for the packed file')
+    if path.suffix == '.jsonl':
+        raise UserError(f'--export-packed {path} names a results log: the export would replace its rows; pass a '
+                        f'path such as {path.with_suffix(".tpk")}')
+    if path.is_file() and path.stat().st_size and first_bytes(path, len(MAGIC)) != MAGIC:
+        raise UserError(f'--export-packed {path} exists and is not a packed model: the export would replace it '
+                        'after training; pass a new path, or move that file away first')
 
 
 def check_save_model(hyp, args):
     """FLAGS' check: it runs in parse_flags, before any output folder is made or any data read."""
     if getattr(args, 'save_model', None) is not None:
         check_save_model_path(args.save_model, getattr(args, 'out', None))  # a script without stats/ has no --out
+    if getattr(args, 'export_packed', None) is not None:
+        check_export_packed_path(args.export_packed, getattr(args, 'save_model', None))
 
 
 FLAGS = Flags('ternary weights and distillation (ternary/)', run={
@@ -79,4 +97,7 @@ FLAGS = Flags('ternary weights and distillation (ternary/)', run={
     'kd_temperature': Flag(4.0, 'with --teacher: softmax temperature of the distillation term', check_kd_temperature,
                            needs='teacher'),
     'save_model': Flag(None, 'write the last trained model to this path'),
+    'export_packed': Flag(None, 'with --ternary: also write the last trained model to this path as a packed file '
+                                '(2-bit codes, ternary.export_packed), checked to reload to the same logits',
+                          needs='ternary'),
 }, check=check_save_model)

@@ -70,6 +70,44 @@ def test_save_model_over_any_file_but_a_saved_model_is_refused(tmp_path):
         assert parse('--save-model', tmp_path / path)[1].save_model == str(tmp_path / path)
 
 
+def test_export_packed_over_anything_but_a_packed_model_is_refused_before_training(tmp_path):
+    log = tmp_path / 'full__cpu.jsonl'
+    log.write_bytes(ROW)
+    one_line_error(lambda: parse('--ternary', '--export-packed', log), f'^--export-packed {log} names a results log: '
+                   'the export would replace its rows; pass a path such as .*full__cpu.tpk$')
+    save_model(make_net(), tmp_path / 'teacher.pt', SCRIPT)
+    for path in ('teacher.pt', 'rows.txt'):
+        (tmp_path / 'rows.txt').write_bytes(ROW)
+        one_line_error(lambda: parse('--ternary', '--export-packed', tmp_path / path),
+                       'exists and is not a packed model: the export would replace it after training')
+    one_line_error(lambda: parse('--ternary', '--save-model', tmp_path / 'm', '--export-packed', tmp_path / 'm'),
+                   'is also the --save-model path: pass two paths')
+    one_line_error(lambda: parse('--export-packed', tmp_path / 'new.tpk'), 'only applies with --ternary')
+    assert log.read_bytes() == ROW and (tmp_path / 'rows.txt').read_bytes() == ROW
+    export_packed(convert(make_net()), tmp_path / 'model.tpk')
+    (tmp_path / 'empty.tpk').touch()
+    for path in ('model.tpk', 'empty.tpk', 'new.tpk'):  # a packed model exported before, nothing, a new file: replaced
+        assert parse('--ternary', '--export-packed', tmp_path / path)[1].export_packed == str(tmp_path / path)
+
+
+def test_an_export_whose_reload_differs_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    class Loader:  # as airbench.CifarLoader: images and normalize
+        images = torch.randn(6, 3, 32, 32)
+        normalize = staticmethod(lambda images: images)
+    model, args = convert(make_net()), parse('--ternary', '--export-packed', tmp_path / 'm.tpk')[1]
+    ternary.export_from_flags(model, args, Loader())
+    assert 'its logits on 6 test images equal the trained model\'s' in capsys.readouterr().out
+    assert model.training  # put back as it was
+    def load_and_perturb(fresh, path):
+        loaded = load_packed(fresh, path)
+        with torch.no_grad():
+            loaded[1].bias.add_(1.0)  # the BatchNorm's shift: a reload that went wrong
+        return loaded
+    monkeypatch.setattr('ternary.export.load_packed', load_and_perturb)
+    one_line_error(lambda: ternary.export_from_flags(model, args, Loader()), "logits differ from the trained model's")
+    assert (tmp_path / 'm.tpk').is_file()  # kept, for the report
+
+
 # A full disk: one line naming the path, no partial file, an earlier file kept.
 
 def full_disk_save(obj, f, *args, **kwargs):

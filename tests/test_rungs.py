@@ -80,11 +80,23 @@ def test_ternary_and_distillation_end_to_end(synthetic_cache, tmp_path):
 
 def test_ternary94_is_ternary_by_default_and_keeps_the_whitening_conv(synthetic_cache, tmp_path):
     flags = tiny_flags('ternary94.py', synthetic_cache, tmp_path)
-    proc = run_script('ternary94.py', *flags, '--compile-mode', 'default')
+    packed = tmp_path / 'model.tpk'  # and its packed export, of a compiled model, checked as it is written
+    proc = run_script('ternary94.py', *flags, '--compile-mode', 'default', '--export-packed', str(packed))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'full precision: whiten' in proc.stdout and 'layers.0.conv1' in proc.stdout
     [row] = logged_rows(tmp_path, 'ternary94.py')
-    assert row['variant'] == 'ternary' and row['args']['ternary'] is True
+    assert row['variant'] == 'ternary' and row['args']['ternary'] is True and 'export_packed' not in row['args']
+    assert f'packed model: {packed}, {packed.stat().st_size:,} bytes' in proc.stdout
+    assert f"its logits on {TINY_TEST} test images equal the trained model's" in proc.stdout
+
+
+@pytest.mark.parametrize('script', ladder.SCRIPTS)
+def test_every_rung_writes_the_models_its_flags_ask_for(script):
+    # --save-model and --export-packed are ternary/'s flags, so every rung takes them: one that did not call the
+    # writers would take the flags and silently write nothing
+    source = (ROOT / script).read_text()
+    assert 'ternary.save_model(model, args.save_model, __file__)' in source
+    assert 'ternary.export_from_flags(model, args, test_loader)' in source
 
 
 def test_ternary_under_torch_compile(synthetic_cache, tmp_path):
