@@ -13,6 +13,7 @@ set -uo pipefail  # no -e: a stage that fails (a diverged config) is reported an
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=$(realpath "${CIFAR10_DIR:-$ROOT/../shared/cifar10}")  # absolute: the stages run from their worktrees
 OUT=$ROOT/results
+mkdir -p "$ROOT/.models"
 
 worktree_at() {  # WORKTREE COMMIT: the worktree, added at COMMIT when absent; fails if it holds another commit
     local tree=$1 commit=$2
@@ -35,7 +36,11 @@ stage() {  # WORKTREE COMMIT SCRIPT FLAGS...: a full-length CPU job from the cod
 }
 
 stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
-stage "$ROOT/../campaign-d67f64e" d67f64e main9_muon.py --runs 10
-stage "$ROOT/../campaign-d67f64e" d67f64e ternary94.py --runs 2          # the defaults: 1.5x widths, 15 epochs
-stage "$ROOT/../campaign-d67f64e" d67f64e ternary94.py --runs 2 --variant w225-e10 \
-    --block1 144 --block2 576 --block3 576 --epochs 10                  # 2.25x widths, 10 epochs
+stage "$ROOT/../campaign-8d23532" 8d23532 main9_muon.py --runs 10
+# --export-packed: each scout's last model as a packed file, checked to reload to the same logits (issue 23);
+# the check's line is in the campaign's log, the files in .models/ (git-ignored)
+stage "$ROOT/../campaign-8d23532" 8d23532 ternary94.py --runs 2 \
+    --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # the defaults: 1.5x widths, 15 epochs
+stage "$ROOT/../campaign-8d23532" 8d23532 ternary94.py --runs 2 --variant w225-e10 \
+    --block1 144 --block2 576 --block3 576 --epochs 10 \
+    --export-packed "$ROOT/.models/ternary94-w225-e10.tpk"            # 2.25x widths, 10 epochs
