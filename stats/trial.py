@@ -190,6 +190,18 @@ class Trial:
         errors.stop_note = self.stop_note
         print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
               f'{format_seeds(self.seeds)})')
+        if not self.seeds:
+            self.nothing_to_train(args)
+
+    @staticmethod
+    def nothing_to_train(args):
+        """No seed to run (say, --resume of a finished job): no warm-up run, and no model written, since the only
+        model trained would be the warm-up's, on random labels."""
+        args.warmup = False
+        for name in ('save_model', 'export_packed'):
+            if getattr(args, name, None) is not None:
+                print(f'note: no run to do, so --{name.replace("_", "-")} {getattr(args, name)} is not written')
+                setattr(args, name, None)
 
     def stop_note(self):
         """What a SIGTERM or Ctrl-C keeps (common/errors.py prints it): read from memory, no I/O."""

@@ -78,6 +78,20 @@ def test_a_run_whose_evaluation_is_nan_is_refused_by_name_and_not_logged(script,
     assert logged_seeds(trial.path) == [0, 2]
 
 
+def test_with_no_seed_to_run_nothing_is_trained_or_written(script, tmp_path, capsys):
+    run_trial(script, make_args(tmp_path, runs=2))
+    args = make_args(tmp_path, runs=2, resume=True, save_model=str(tmp_path / 'm.pt'),
+                     export_packed=str(tmp_path / 'm.tpk'))
+    assert Trial(script, HYP, args).pending() == []
+    # the only model left to write would be the warm-up run's, trained on random labels
+    assert args.warmup is False and args.save_model is None and args.export_packed is None
+    out = capsys.readouterr().out
+    assert f'note: no run to do, so --save-model {tmp_path / "m.pt"} is not written' in out
+    assert f'note: no run to do, so --export-packed {tmp_path / "m.tpk"} is not written' in out
+    args = make_args(tmp_path, runs=3, resume=True, save_model=str(tmp_path / 'm.pt'))
+    assert Trial(script, HYP, args).pending() == [(2, 2)] and args.warmup and args.save_model  # a run: as asked
+
+
 def test_running_again_continues_with_new_seeds(script, tmp_path, capsys):
     run_trial(script, make_args(tmp_path, runs=2))
     trial = run_trial(script, make_args(tmp_path, runs=3))
