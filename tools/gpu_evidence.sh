@@ -33,6 +33,7 @@ PHASE=${1:?usage: bash tools/gpu_evidence.sh PHASE (see the top of this file)}
 DATA=${DATA:-.cifar/data}
 OUT=${OUT:-/tmp/gpu-evidence}
 REF=${REF:-.reference/src}
+mkdir -p "$OUT"
 if [ ! -f "$DATA/cifar-10-batches-bin/test_batch.bin" ]; then
     echo "error: no CIFAR-10 binary version under $DATA: copy it there first, or set DATA"; exit 3
 fi
@@ -61,7 +62,7 @@ quick)
     job python -m pytest -q -x tests/test_ternary_kernels.py tests/test_augment.py -k 'cuda or triton or kernel'
     runs main8_compile.py 10; runs main7_mirror.py 10
     job python -m ternary.bench
-    runs ternary94.py 3
+    runs ternary94.py 3 --export-packed "$OUT/ternary94.tpk"  # its reload checked on CUDA (Triton W_q)
     if [ -f "$REF/airbench94_compiled.py" ]; then
         job python -m reports sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 5 --data-dir "$DATA"
     else echo "== skipped side by side: no $REF/airbench94_compiled.py (see the top of this file)"; fi
@@ -92,7 +93,7 @@ ternary)   for script in $LADDER; do runs "$script" 10 --ternary; done ;;
 ternary-kd)
     [ -f .teacher/main8.pt ] || job python main8_compile.py --data-dir "$DATA" --variant teacher --save-model .teacher/main8.pt
     runs main8_compile.py 10 --ternary --teacher .teacher/main8.pt ;;
-ternary94) runs ternary94.py 25 ;;
+ternary94) runs ternary94.py 25 --export-packed "$OUT/ternary94.tpk" ;;
 muon)
     runs main9_muon.py 25
     if [ -f "$REF/airbench94_muon.py" ]; then
