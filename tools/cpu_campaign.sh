@@ -36,11 +36,11 @@ stage() {  # WORKTREE COMMIT SCRIPT FLAGS...: a full-length CPU job from the cod
 }
 
 stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
-stage "$ROOT/../campaign-8d23532" 8d23532 main9_muon.py --runs 10
+stage "$ROOT/../campaign-57d58cf" 57d58cf main9_muon.py --runs 10
 # --export-packed: each scout's last model as a packed file, checked to reload to the same logits (issue 23);
 # the check's line is in the campaign's log, the files in .models/ (git-ignored)
-stage "$ROOT/../campaign-8d23532" 8d23532 ternary94.py --runs 2 \
+stage "$ROOT/../campaign-57d58cf" 57d58cf ternary94.py --runs 2 \
     --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # the defaults: 1.5x widths, 15 epochs
-stage "$ROOT/../campaign-8d23532" 8d23532 ternary94.py --runs 2 --variant w225-e10 \
+stage "$ROOT/../campaign-57d58cf" 57d58cf ternary94.py --runs 2 --variant w225-e10 \
     --block1 144 --block2 576 --block3 576 --epochs 10 \
     --export-packed "$ROOT/.models/ternary94-w225-e10.tpk"            # 2.25x widths, 10 epochs
