@@ -96,7 +96,7 @@ FLAGS = Flags('ternary weights and distillation (ternary/)', run={
     'kd_alpha': Flag(0.5, 'with --teacher: weight of the distillation term', check_kd_alpha, needs='teacher'),
     'kd_temperature': Flag(4.0, 'with --teacher: softmax temperature of the distillation term', check_kd_temperature,
                            needs='teacher'),
-    'save_model': Flag(None, 'write the last trained model to this path'),
+    'save_model': Flag(None, 'write the last trained model to this path (with --gpus: the last any GPU trained)'),
     'export_packed': Flag(None, 'with --ternary: also write the last trained model to this path as a packed file '
                                 '(2-bit codes, ternary.export_packed), checked to reload to the same logits',
                           needs='ternary'),
