@@ -288,22 +288,25 @@ def export_from_flags(model, args, loader):
     """--export-packed PATH: the last trained model as a packed file, then checked: reloaded into a copy of the model,
     its eval-mode logits on the first 2,000 images of `loader` (one with .images and .normalize, as
     airbench.CifarLoader) must equal the trained model's bit for bit, both run eagerly (nn.Module.compile compiles
-    in place, and unwrap cannot undo it). A no-op without the flag."""
+    in place, and unwrap cannot undo it). The check reads a file of this process's own, moved to PATH once it
+    passes: --gpus children writing one PATH cannot check each other's files. A no-op without the flag."""
     path = getattr(args, 'export_packed', None)
     if path is None:
         return
-    trained = unwrap(model)
-    size = export_packed(trained, path)
-    reloaded = load_packed(copy.deepcopy(trained), path)
+    trained, own = unwrap(model), Path(path).with_name(f'.{Path(path).name}.{os.getpid()}.check')
+    size = export_packed(trained, own)
+    reloaded = load_packed(copy.deepcopy(trained), own)
     inputs = loader.normalize(loader.images[:2000])
     was_training = trained.training
     trained.eval()
     reloaded.eval()
     with torch.no_grad():  # forward, not __call__: eager on both sides (a compiled model's fused kernels round
-        same = torch.equal(trained.forward(inputs), reloaded.forward(inputs))  # differently, by an ulp or so)
+        expected, got = trained.forward(inputs), reloaded.forward(inputs)  # differently, by an ulp or so)
     trained.train(was_training)
-    if not same:
-        raise UserError(f'{path}: the packed model\'s logits differ from the trained model\'s: a bug in '
-                        'ternary/export.py (the file is kept); please report it')
+    if not torch.equal(expected, got):
+        raise UserError(f'{path}: the packed model\'s logits differ from the trained model\'s (max |difference| '
+                        f'{(expected.float() - got.float()).abs().max().item():.3g}): a bug in ternary/export.py; the '
+                        f'runs are logged and the file is kept as {own}: please report it')
+    os.replace(own, path)
     print(f'packed model: {path}, {size:,} bytes ({model_size_bytes(trained):,} as trained); reloaded, its logits on '
           f'{len(inputs):,} test images equal the trained model\'s')

@@ -97,6 +97,7 @@ def test_an_export_whose_reload_differs_is_a_one_line_error(tmp_path, monkeypatc
     model, args = convert(make_net()), parse('--ternary', '--export-packed', tmp_path / 'm.tpk')[1]
     ternary.export_from_flags(model, args, Loader())
     assert 'its logits on 6 test images equal the trained model\'s' in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.tpk']  # the checked file, moved into place
     assert model.training  # put back as it was
     def load_and_perturb(fresh, path):
         loaded = load_packed(fresh, path)
@@ -104,8 +105,11 @@ def test_an_export_whose_reload_differs_is_a_one_line_error(tmp_path, monkeypatc
             loaded[1].bias.add_(1.0)  # the BatchNorm's shift: a reload that went wrong
         return loaded
     monkeypatch.setattr('ternary.export.load_packed', load_and_perturb)
-    one_line_error(lambda: ternary.export_from_flags(model, args, Loader()), "logits differ from the trained model's")
-    assert (tmp_path / 'm.tpk').is_file()  # kept, for the report
+    (tmp_path / 'm.tpk').unlink()
+    message = one_line_error(lambda: ternary.export_from_flags(model, args, Loader()),
+                             "logits differ from the trained model's")
+    [kept] = tmp_path.glob('.m.tpk.*.check')  # kept, for the report, and not as the path asked for
+    assert str(kept) in message and not (tmp_path / 'm.tpk').exists()
 
 
 # A full disk: one line naming the path, no partial file, an earlier file kept.

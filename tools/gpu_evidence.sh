@@ -54,6 +54,12 @@ runs() {  # runs SCRIPT N [FLAGS...]: seeds 0..N-1 of SCRIPT, only those the log
     local script=$1 n=$2; shift 2
     job python "$script" --data-dir "$DATA" --runs "$n" --resume "$@"
 }
+packed_ternary94() {  # packed_ternary94 N: ternary94 to N seeds, its last model exported and its reload checked on
+    # CUDA (W_q from the Triton kernel); with no seed left nothing is exported, and that is said, not passed over
+    rm -f "$OUT/ternary94.tpk"
+    runs ternary94.py "$1" --export-packed "$OUT/ternary94.tpk"
+    [ -f "$OUT/ternary94.tpk" ] || echo "== no packed export checked: no ternary94 run this time (or it failed, above)"
+}
 
 LADDER=$(python -c "from reports.ladder import LADDER; print(' '.join(rung.script for rung in LADDER))")
 case "$PHASE" in
@@ -62,7 +68,7 @@ quick)
     job python -m pytest -q -x tests/test_ternary_kernels.py tests/test_augment.py -k 'cuda or triton or kernel'
     runs main8_compile.py 10; runs main7_mirror.py 10
     job python -m ternary.bench
-    runs ternary94.py 3 --export-packed "$OUT/ternary94.tpk"  # its reload checked on CUDA (Triton W_q)
+    packed_ternary94 3
     if [ -f "$REF/airbench94_compiled.py" ]; then
         job python -m reports sidebyside main8_compile.py "$REF/airbench94_compiled.py" --pairs 5 --data-dir "$DATA"
     else echo "== skipped side by side: no $REF/airbench94_compiled.py (see the top of this file)"; fi
@@ -93,7 +99,7 @@ ternary)   for script in $LADDER; do runs "$script" 10 --ternary; done ;;
 ternary-kd)
     [ -f .teacher/main8.pt ] || job python main8_compile.py --data-dir "$DATA" --variant teacher --save-model .teacher/main8.pt
     runs main8_compile.py 10 --ternary --teacher .teacher/main8.pt ;;
-ternary94) runs ternary94.py 25 --export-packed "$OUT/ternary94.tpk" ;;
+ternary94) packed_ternary94 25 ;;
 muon)
     runs main9_muon.py 25
     if [ -f "$REF/airbench94_muon.py" ]; then
