@@ -37,8 +37,9 @@ from stats.seeds import RunPlan, format_seeds, next_seeds, shard_seeds
 from stats.summary import describe, format_summary, mean_std, values, verdict
 
 # Flags that do not change what a run computes, so rows that differ only in them are pooled (the contract's list).
+MODEL_FILES = ('save_model', 'export_packed')  # ternary/ flags naming the files the trained model goes to
 NOT_CONFIG = ('runs', 'resume', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
-              'save_model', 'export_packed')
+              *MODEL_FILES)
 GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
 GPU_SEEDS_LIMIT = 10_000  # seeds one --gpus command may plan: Linux caps one environment string at 128 KiB
 METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'cpu_info',
@@ -198,7 +199,7 @@ class Trial:
         """No seed to run (say, --resume of a finished job): no warm-up run, and no model written, since the only
         model trained would be the warm-up's, on random labels."""
         args.warmup = False
-        for name in ('save_model', 'export_packed'):
+        for name in MODEL_FILES:
             if getattr(args, name, None) is not None:
                 print(f'note: no run to do, so --{name.replace("_", "-")} {getattr(args, name)} is not written')
                 setattr(args, name, None)
