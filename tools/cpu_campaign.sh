@@ -31,8 +31,9 @@ stage() {  # WORKTREE COMMIT SCRIPT FLAGS...: a full-length CPU job from the cod
     shift 2
     echo "=== $(date -u +%FT%TZ) $commit $*"
     worktree_at "$tree" "$commit" || return 1
-    (cd "$tree" && python "$@" --device cpu --data-dir "$DATA" --out "$OUT" --resume --no-warmup) \
-        || echo "=== $(date -u +%FT%TZ) failed (exit $?): $commit $*"
+    (cd "$tree" && python "$@" --device cpu --data-dir "$DATA" --out "$OUT" --resume --no-warmup)
+    local status=$?  # read before anything else runs: $(date) in the line below would reset $? to 0
+    [ "$status" -eq 0 ] || echo "=== $(date -u +%FT%TZ) failed (exit $status): $commit $*"
 }
 
 stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
