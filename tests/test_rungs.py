@@ -33,7 +33,9 @@ def logged_rows(out, script):
 
 @pytest.mark.parametrize('script', [s for s in ladder.SCRIPTS if s != 'ternary94.py'])  # ternary94: its own test below
 def test_rung_runs_on_cpu_and_logs_its_run(script, synthetic_cache, tmp_path):
-    proc = run_script(script, *tiny_flags(script, synthetic_cache, tmp_path), *EPOCHS.get(script, []))
+    saved = tmp_path / 'model.pt'  # --save-model is ternary/'s flag: a rung that took it and wrote nothing would pass
+    proc = run_script(script, *tiny_flags(script, synthetic_cache, tmp_path), *EPOCHS.get(script, []),
+                      '--save-model', str(saved))
     assert proc.returncode == 0, proc.stderr[-3000:]
     epochs = 2 if script in EPOCHS else 1
     table = [line for line in proc.stdout.splitlines() if line.startswith('|')]
@@ -45,6 +47,9 @@ def test_rung_runs_on_cpu_and_logs_its_run(script, synthetic_cache, tmp_path):
     for key in ('val_acc', 'tta_val_acc'):  # hits / 300 test images exactly (a float32 mean is off by ~1e-8)
         assert row[key] == round(row[key] * TINY_TEST) / TINY_TEST
     assert row['hyp']['opt']['batch_size'] == 64
+    import torch
+    checkpoint = torch.load(saved, weights_only=True)
+    assert checkpoint['script'] == script and checkpoint['ternary'] is False and checkpoint['state_dict']
 
 
 @pytest.mark.parametrize('script', ladder.SCRIPTS)
@@ -72,8 +77,11 @@ def test_ternary_and_distillation_end_to_end(synthetic_cache, tmp_path):
     flags = tiny_flags('main0_network.py', synthetic_cache, tmp_path)
     proc = run_script('main0_network.py', *flags, '--save-model', str(teacher), '--no-warmup')
     assert proc.returncode == 0 and teacher.exists(), proc.stderr[-3000:]
-    proc = run_script('main0_network.py', *flags, '--ternary', '--teacher', str(teacher), '--no-warmup')
+    packed = tmp_path / 'student.tpk'
+    proc = run_script('main0_network.py', *flags, '--ternary', '--teacher', str(teacher), '--no-warmup',
+                      '--export-packed', str(packed))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'packed model: {packed}, {packed.stat().st_size:,} bytes' in proc.stdout
     variants = {row['variant'] for row in logged_rows(tmp_path, 'main0_network.py')}
     assert variants == {'full', 'ternary-kd'}
 
@@ -91,11 +99,11 @@ def test_ternary94_is_ternary_by_default_and_keeps_the_whitening_conv(synthetic_
 
 
 @pytest.mark.parametrize('script', ladder.SCRIPTS)
-def test_every_rung_writes_the_models_its_flags_ask_for(script):
-    # --save-model and --export-packed are ternary/'s flags, so every rung takes them: one that did not call the
-    # writers would take the flags and silently write nothing
+def test_every_rung_calls_the_packed_export(script):
+    # --export-packed is ternary/'s flag, so every rung takes it: one that did not call the writer would take the
+    # flag and silently write nothing. Run end to end only where a test trains ternary (ternary94, main0); here the
+    # call is checked in the source, as the smoke runs above train in full precision (--save-model: checked there)
     source = (ROOT / script).read_text()
-    assert 'ternary.save_model(model, args.save_model, __file__)' in source
     assert 'ternary.export_from_flags(model, args, test_loader)' in source
 
 
