@@ -19,6 +19,7 @@ README replaces the old in one step, so a failed write leaves the old one as it 
 import ast
 import contextlib
 import os
+import statistics
 from pathlib import Path
 
 from common.errors import UserError
@@ -172,14 +173,23 @@ def distinct(values):
 
 def cpu_row(script, variant, hardware, rows):
     """Cells of one CPU log. A row without a dtype (written before the dtype leaf) trained in the dtype its log
-    name says, else fp32; one without cpu_info ran on an unknown CPU."""
+    name says, else fp32; one without cpu_info ran on an unknown CPU. The accuracy pools every CPU of the log (one
+    code, one dtype); the times do not: a log that several CPU models filled gives each one's runs and median."""
     s = describe(rows)
     dtype = distinct(row['hyp'].get('net', {}).get('dtype') or hardware.partition('-')[2] or 'fp32' for row in rows)
-    model = distinct((row.get('cpu_info') or {}).get('model') or 'unknown' for row in rows)
+    by_model = {}
+    for row in rows:
+        by_model.setdefault((row.get('cpu_info') or {}).get('model') or 'unknown', []).append(row['time_seconds'])
+    if len(by_model) == 1:
+        model, minutes = next(iter(by_model)), f'{s.time_median / 60:.1f}'
+    else:
+        models = sorted(by_model)
+        model = ', '.join(f'{name} ({len(by_model[name])} run{"s" * (len(by_model[name]) != 1)})' for name in models)
+        minutes = ', '.join(f'{statistics.median(by_model[name]) / 60:.1f} ({name})' for name in models)
     ci = '' if s.n < 2 else f'{100 * s.ci_low:.2f} to {100 * s.ci_high:.2f}'
     share = f'{round(s.share_at_target * s.n)}/{s.n} ({100 * s.share_at_target:.0f}%)'
     return [f'`{script}`', variant, dtype, model, str(s.n), f'{100 * s.mean:.2f}%', ci, share, format_verdict(s),
-            f'{s.time_median / 60:.1f}']
+            minutes]
 
 
 def cpu_table(results, root=ROOT):

@@ -60,12 +60,12 @@ def test_one_table_per_gpu_in_ladder_order(results):
 
 
 def write_cpu_log(results, script, hardware, accuracies, epochs=9.9, subset=0, net=None, cpu_info=None,
-                  minutes=60.0):
+                  minutes=60.0, first_seed=0):
     """A CPU log of one run per accuracy; net: the rows' hyp['net'] (None: an old row without one)."""
     path = results / script.removesuffix('.py') / f'full__{hardware}.jsonl'
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'a') as f:
-        for seed, acc in enumerate(accuracies):
+        for seed, acc in enumerate(accuracies, start=first_seed):
             row = dict(script=script, variant='full', run=seed, seed=seed, epochs=epochs, val_acc=acc, tta_val_acc=acc,
                        time_seconds=60 * minutes, peak_memory_bytes=None, device='cpu',
                        hyp={'opt': {'epochs': epochs}, **({'net': net} if net else {})},
@@ -94,6 +94,16 @@ def test_full_length_cpu_logs_are_a_table_of_their_own_and_smoke_runs_are_left_o
     assert rows['`main7_mirror.py`'][2:] == ['fp32', 'unknown', '1', '94.02%', '', '1/1 (100%)', 'n < 2', '60.0']
     assert '50.00%' not in block and '60.00%' not in block and 'main6_tta' not in block
     assert '0.10' not in block  # main0's CPU log holds 9.9-epoch runs; its own hyp says 35: a smoke test
+
+
+def test_a_cpu_log_of_several_cpu_models_pools_accuracy_but_gives_each_ones_times(tmp_path):
+    write_cpu_log(tmp_path, 'main7_mirror.py', 'cpu-bf16', [0.939, 0.941], net={'dtype': 'bf16'},
+                  cpu_info={'model': 'Slow CPU'}, minutes=24.0)
+    write_cpu_log(tmp_path, 'main7_mirror.py', 'cpu-bf16', [0.943], net={'dtype': 'bf16'},
+                  cpu_info={'model': 'Fast CPU'}, minutes=8.0, first_seed=2)
+    [row] = table_rows(make_block(tmp_path), '**CPU evidence**').values()
+    assert row[3:6] == ['Fast CPU (1 run), Slow CPU (2 runs)', '3', '94.10%']  # one pool of three runs
+    assert row[-1] == '8.0 (Fast CPU), 24.0 (Slow CPU)'  # not the pooled median, 24.0, of one CPU alone
 
 
 def test_cpu_evidence_alone_says_no_gpu_measured_it_yet(tmp_path):
