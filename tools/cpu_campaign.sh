@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU accuracy campaign of issues 22, 23 and 24, one job at a time on the CPU, in this order:
 #   1. main7_mirror.py at full length, n = 25 (issue 22)   a run: ~16 min on a 2-core AVX-512 BF16 EPYC, ~8 on AMX
-#   2. main9_muon.py at full length, n = 10 (issue 24)     ~13 min on AMX (its step: ~1.5x main7's per image)
+#   2. main9_muon.py at full length, n = 10 (issue 24)     ~10.5 min on AMX (its step: ~1.5x main7's per image)
 #   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23); the next scouts are added here once
 #      these are in (results/ternary94/README.md, `python -m reports search`)
 # Restartable: every stage runs with --resume, so after a stop (a session's end kills it; the run in progress is
