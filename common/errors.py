@@ -19,6 +19,7 @@ import threading
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_GRACE_SECONDS = 30.0  # time for `finally` blocks before the watchdog exits without them
 stop_note = None  # a callable returning what a stop keeps, e.g. stats.Trial's "2 finished runs are in LOG"
+divergence_note = None  # a callable(run, how) that records a diverged run and says where: stats.Trial's
 deferred = {'active': False, 'signal': None}  # see defer_stops
 
 
@@ -28,6 +29,16 @@ class UserError(Exception):
 
 class UsageError(UserError):
     """A wrong command line (unknown flag, bad value): raised by common.flags.Parser."""
+
+
+def diverged(run, how):
+    """The one-line stop of a run whose loss or outputs became NaN or infinite (`how` says which), to raise. Such a
+    run is no result: it is not logged, so no statistic counts it, and the runs before it stay in the log. The
+    trial, if one is running, first records it beside its log (stats/diverged.py): for a search, a config that
+    diverges is a result."""
+    recorded = divergence_note(run, how) if divergence_note else ''
+    return UserError(f'run {run} diverged: {how}, so it is not logged (the runs before it are){recorded}: lower the '
+                     "learning rates (--lr and the rung's other lr flags), or check the --teacher checkpoint")
 
 
 def _print_user_error(exc_type, exc, tb, _default=sys.excepthook):

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from common.errors import UserError
+from common import errors
 
 COLUMNS = ['run', 'epoch', 'train_loss', 'train_acc', 'val_acc', 'tta_val_acc', 'time_seconds']
 WIDTH = 12
@@ -34,12 +34,9 @@ def print_table_row(row):
 
 
 def check_finite_loss(run, epoch, train_loss):
-    """train_loss, or a one-line stop when it is NaN or infinite. A diverged run is no result: it is not logged,
-    so no statistic ever counts it, and the runs finished before it stay in the log."""
+    """train_loss, or a one-line stop when it is NaN or infinite: a diverged run is no result (common/errors.py)."""
     if not math.isfinite(train_loss):
-        raise UserError(f'run {run} diverged: its training loss is {train_loss} at epoch {epoch}, so it is not logged '
-                        '(the runs before it are): lower the learning rates (--lr and the rung\'s other lr flags), '
-                        'or check the --teacher checkpoint')
+        raise errors.diverged(run, f'its training loss is {train_loss} at epoch {epoch}')
     return train_loss
 
 

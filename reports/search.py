@@ -9,8 +9,10 @@ own training) are not in the count: such lines say "+ teacher" and come after th
 folder's flops.json, keyed by the script's sha256 and the flags. Packed: the bytes `ternary.export_packed` stores
 for the config's net (2 bits a ternary weight, one fp32 scale per layer or per channel), beside the net in fp32.
 Counts and sizes are of today's script: a line whose rows another version of it logged says so. The statistics are
-those of `reports summary`, over the full-length rows (no --subset). Everything between the markers is rewritten;
-the rest of the file is kept.
+those of `reports summary`, over the full-length rows (no --subset). Diverged: the seeds whose runs diverged (NaN
+or infinite loss or outputs), from the records beside the log (stats/diverged.py); no statistic counts them, and a
+config whose every run diverged has a line of its own, n = 0. Everything between the markers is rewritten; the rest
+of the file is kept.
 """
 import argparse
 import contextlib
@@ -25,6 +27,7 @@ from common.provenance import file_sha256
 from reports.flops import count_script, read_counts, write_counts
 from reports.sidebyside import import_script
 from reports.table import ROOT, format_verdict, parse_log_name, replace_block, write_readme
+from stats.diverged import FOLDER as DIVERGED, read_divergences
 from stats.log import is_shard_log, read_rows
 from stats.summary import describe
 
@@ -33,7 +36,7 @@ BEGIN, END = '<!-- reports:search:begin -->', '<!-- reports:search:end -->'
 HIDDEN_RUN_FLAGS = ('subset',)  # logged, but no part of a config: a smoke run's --subset is filtered out instead
 TEACHER_ONLY = ('teacher', 'kd_alpha', 'kd_temperature')  # no FLOPs of their own in the count
 HEADER = ['variant', 'config (flags beyond the defaults)', 'TFLOPs per run', 'packed KB (fp32 KB)', 'device-dtype',
-          'n', 'TTA accuracy: mean', 'std', '>= 94% shown?', 'dates']
+          'n', 'diverged', 'TTA accuracy: mean', 'std', '>= 94% shown?', 'dates']
 INTRO = f"""# The ternary94.py search
 
 Goal (issue 23): the ternary-weight net with the fewest training FLOPs per run whose mean TTA accuracy is >= 94%,
@@ -99,26 +102,37 @@ def packed_sizes(rung, row, default_args):
     return packed, fp32_bytes
 
 
-def search_line(rung, root, path, rows, defaults, counts, count_missing):
-    """The cells of one log's line, and its sort key: lines with a teacher last, then by TFLOPs."""
+def format_diverged(records):
+    seeds = sorted({record['seed'] for record in records})
+    return f'{len(seeds)} (seed{"s" * (len(seeds) > 1)} {", ".join(map(str, seeds))})' if seeds else '0'
+
+
+def search_line(rung, root, path, rows, records, defaults, counts, count_missing):
+    """The cells of one log's line (its rows, and the records of its diverged runs), and its sort key: lines with
+    a teacher last, then by TFLOPs."""
     _, variant, hardware = parse_log_name(path)
-    flags = config_flags(rows[0], *defaults)
-    mixed = any(config_flags(row, *defaults) != flags for row in rows[1:])
+    first, *others = rows + records
+    flags = config_flags(first, *defaults)
+    mixed = any(config_flags(row, *defaults) != flags for row in others)
     notes = ['the log mixes configs (--force)'] * mixed
     today = file_sha256(Path(root) / SCRIPT)
-    if any(row.get('script_sha256') != today for row in rows):
+    if any(row.get('script_sha256') != today for row in rows + records):
         notes.append(f'logged by another version of {SCRIPT}: TFLOPs and size are of today\'s')
     tflops = count_config(root, today, flags, counts, count_missing)
     teacher = any(name == 'teacher' for name, _ in flags)
-    packed, fp32_bytes = packed_sizes(rung, rows[0], defaults[1])
-    s = describe(rows)
-    dates = sorted(row.get('date', '?')[:10] for row in rows)
+    packed, fp32_bytes = packed_sizes(rung, first, defaults[1])
+    s = describe(rows) if rows else None
+    dates = sorted(row.get('date', '?')[:10] for row in rows + records)
     config = ' '.join(f'`{format_flag(name, value)}`' for name, value in flags) or '(the defaults)'
     cells = [variant, config + ''.join(f' ({note})' for note in notes), f'{tflops:.1f}' + ' + teacher' * teacher,
-             f'{packed / 1000:.1f} ({fp32_bytes / 1000:.1f})', hardware, str(s.n), f'{100 * s.mean:.2f}%',
-             'n/a' if s.n < 2 else f'{100 * s.std:.2f}', format_verdict(s),
-             dates[0] if dates[0] == dates[-1] else f'{dates[0]} to {dates[-1]}']
+             f'{packed / 1000:.1f} ({fp32_bytes / 1000:.1f})', hardware, str(len(rows)), format_diverged(records),
+             f'{100 * s.mean:.2f}%' if s else '-', 'n/a' if len(rows) < 2 else f'{100 * s.std:.2f}',
+             format_verdict(s) if s else 'n < 2', dates[0] if dates[0] == dates[-1] else f'{dates[0]} to {dates[-1]}']
     return (teacher, tflops, variant), cells
+
+
+def full_length(rows):
+    return [row for row in rows if not row.get('args', {}).get('subset')]
 
 
 def search_block(results, root=ROOT, counts=None, count_missing=True):
@@ -127,11 +141,14 @@ def search_block(results, root=ROOT, counts=None, count_missing=True):
     rung = import_script(Path(root) / SCRIPT, 'search_' + Path(SCRIPT).stem)
     defaults = script_defaults(rung)
     counts = {} if counts is None else counts
+    # A log, or only the records of its diverged runs (a config whose every run diverged): by the log's name.
+    names = {path.name for path in [*folder.glob('*.jsonl'), *(folder / DIVERGED).glob('*.jsonl')]
+             if not is_shard_log(path)}
     lines = []
-    for path in sorted(folder.glob('*.jsonl')):
-        rows = [row for row in read_rows(path) if not row.get('args', {}).get('subset')]
-        if rows and not is_shard_log(path):
-            lines.append(search_line(rung, root, path, rows, defaults, counts, count_missing))
+    for name in sorted(names):
+        rows, records = full_length(read_rows(folder / name)), full_length(read_divergences(folder / name))
+        if rows or records:
+            lines.append(search_line(rung, root, folder / name, rows, records, defaults, counts, count_missing))
     if not lines:
         return (f'Nothing measured yet: run `python {SCRIPT} --variant NAME ...` at full length, then '
                 '`python -m reports search`.')

@@ -32,6 +32,7 @@ from common.errors import UserError
 from common import provenance
 from stats.flags import (check_gpus_format, check_out, check_runs, check_variant, check_variant_fits_runs,
                          default_variant, parse_shard)
+from stats.diverged import divergence_path, read_divergences, record_divergence
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.seeds import RunPlan, format_seeds, next_seeds, shard_seeds
 from stats.summary import describe, format_summary, mean_std, values, verdict
@@ -51,9 +52,7 @@ def check_finite_accuracy(result):
     """A rung's evaluate returns NaN when the model's outputs are NaN or infinite: a run that diverged on its last
     step, after the last training loss it checked. Such a run is no result, as one stopped by its loss is not."""
     if not all(math.isfinite(result[key]) for key in ('val_acc', 'tta_val_acc')):
-        raise UserError(f'run {result["run"]} diverged: the model\'s outputs are NaN or infinite at its final '
-                        'evaluation, so it is not logged (the runs before it are): lower the learning rates (--lr '
-                        'and the rung\'s other lr flags), or check the --teacher checkpoint')
+        raise errors.diverged(result['run'], "the model's outputs are NaN or infinite at its final evaluation")
 
 
 def check_writable_folder(folder, flag):
@@ -188,9 +187,10 @@ class Trial:
         # Hashed now, not per run: this process runs the code it loaded at start, whatever happens to the file.
         self.provenance = provenance.provenance(self.script, args.device, args.out, name=device)
         self.recorded = []  # seeds this process has logged
-        errors.stop_note = self.stop_note
+        errors.stop_note, errors.divergence_note = self.stop_note, self.record_divergence
         print(f'log: {self.path} ({len(logged)} seeds already logged; this session: seeds '
               f'{format_seeds(self.seeds)})')
+        self.note_divergences()
         if not self.seeds:
             self.nothing_to_train(args)
 
@@ -203,6 +203,29 @@ class Trial:
             if getattr(args, name, None) is not None:
                 print(f'note: no run to do, so --{name.replace("_", "-")} {getattr(args, name)} is not written')
                 setattr(args, name, None)
+
+    def note_divergences(self):
+        """Says which planned seeds diverged before with this config: they run again (the same code and seed will
+        likely diverge again)."""
+        again = sorted({record['seed'] for record in read_divergences(self.path)  # a plan is lazy: never a set
+                        if same_config(record, self.config) and record['seed'] in self.seeds})
+        if again:
+            print(f'note: seed{"s" * (len(again) > 1)} {format_seeds(again)} of this config diverged before '
+                  f'(recorded in {divergence_path(self.path)}) and run{"s" * (len(again) == 1)} again now')
+
+    def record_divergence(self, run, how):
+        """Records a diverged run beside the log (stats/diverged.py); returns what the error line adds. A warm-up
+        run (run 'warmup', random labels) is no run of the trial and is not recorded."""
+        if not isinstance(run, int):
+            return ''
+        row = {'script': self.script.name, 'variant': self.variant, 'run': run, 'seed': self.args.seed + run,
+               'diverged': how, **self.provenance, 'date': provenance.utc_now(), **self.config}
+        try:
+            with errors.defer_stops():
+                record_divergence(self.path, row)
+        except (OSError, UserError) as exc:  # the divergence is the error to report, not this
+            return f' (nor recorded: {exc})'
+        return f'; recorded in {divergence_path(self.path)}'
 
     def stop_note(self):
         """What a SIGTERM or Ctrl-C keeps (common/errors.py prints it): read from memory, no I/O."""
@@ -260,7 +283,7 @@ class Trial:
         clashing = [key for key in METADATA if key in result]
         if missing or clashing:
             raise ValueError(f'result row lacks {missing} or overrides {clashing}: see the contract')
-        check_finite_accuracy(result)
+        check_finite_accuracy(result)  # a diverged run: recorded beside the log (record_divergence), not in it
         row = {'script': self.script.name, 'variant': self.variant, **result, **self.provenance,
                'date': provenance.utc_now(), **self.config}  # date: when this run finished
         with errors.defer_stops():  # a stop waits until the finished run is logged: it loses only a run in progress

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import errors
 from common.precision import resolve_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,14 @@ def expected_split(split):
     parts = [make_split(i) for i in (range(5) if split == 'train' else [5])]
     images = np.concatenate([p[0] for p in parts]).transpose(0, 2, 3, 1)
     return images, np.concatenate([p[1] for p in parts]).astype(np.int64)
+
+
+@pytest.fixture(autouse=True)
+def no_trial_hooks(monkeypatch):
+    """A stats.Trial hooks itself into common.errors (what a stop keeps, where a diverged run is recorded); each
+    test starts without the hooks an earlier test's trial left, and leaves none behind."""
+    monkeypatch.setattr(errors, 'stop_note', None)
+    monkeypatch.setattr(errors, 'divergence_note', None)
 
 
 @pytest.fixture(scope='session')

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from common.flags import parse_flags
 from common.precision import AVX512_CORE_FLAGS, autocast, native_bf16, onednn_below_avx512, resolve_dtype
+from stats.diverged import read_divergences
 from test_call_order import TINY
 from test_rungs import run_script, tiny_flags
 
@@ -154,5 +155,7 @@ def test_a_diverged_run_stops_with_one_line_and_is_not_logged(synthetic_cache, t
     proc = run_script('main0_network.py', *flags, '--lr', '1e30', '--no-warmup', '--dtype', 'fp32')
     assert proc.returncode == 1 and proc.stderr.count('\n') == 1
     assert re.match(r'error: run 0 diverged: its training loss is (nan|inf|-inf) at epoch 0', proc.stderr)
+    [record] = read_divergences(tmp_path / 'main0_network' / 'full__cpu-fp32.jsonl')  # beside the log, not in it
+    assert (record['seed'], record['hyp']['opt']['lr'], record['script']) == (0, 1e30, 'main0_network.py')
     assert not list((tmp_path / 'main0_network').glob('*.jsonl')) or \
         not (tmp_path / 'main0_network' / 'full__cpu-fp32.jsonl').read_text()

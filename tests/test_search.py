@@ -64,8 +64,8 @@ def test_one_line_per_log_cheapest_first_with_its_config_as_flags(rung, tmp_path
     assert long_count['train_tflops'] == pytest.approx(2 * short_count['train_tflops'], rel=0.05)  # twice the epochs
     assert long_count['eval_tflops'] == short_count['eval_tflops']
     assert '`--epochs=1.0`' in short[1] and '`--ternary-per-channel=true`' in short[1] and '--subset' not in short[1]
-    assert (short[5], short[6], long[6]) == ('2', '93.05%', '94.15%')
-    assert long[9] == '2026-12-01 to 2026-12-02' and 'another version' not in long[1]
+    assert (short[5], short[6], short[7], long[7]) == ('2', '0', '93.05%', '94.15%')
+    assert long[10] == '2026-12-01 to 2026-12-02' and 'another version' not in long[1]
     packed, fp32 = (float(x) for x in short[3].replace('(', '').replace(')', '').split())
     assert packed < fp32 / 4  # 2 bits a ternary weight; per-channel scales cost a few bytes more than one per layer
     assert float(long[3].split()[0]) < packed
@@ -88,7 +88,7 @@ def test_counts_are_kept_and_the_rest_of_the_file_too(rung, tmp_path, monkeypatc
     readme, _ = search.update_search_log(tmp_path, ROOT)
     plain, kd = table_lines(tmp_path)  # a teacher's work is not in the count: its line comes last, however cheap
     assert kd[2].endswith('+ teacher') and float(kd[2].split()[0]) < float(plain[2])
-    assert '`--teacher=/x/fp.pt`' in kd[1] and kd[8] == 'n < 2'  # the path as logged: the line reruns
+    assert '`--teacher=/x/fp.pt`' in kd[1] and kd[9] == 'n < 2'  # the path as logged: the line reruns
     readme.write_text('my notes\n' + readme.read_text() + 'more notes\n')
     monkeypatch.setattr(search, 'count_script', lambda *a: pytest.fail('counted again'))
     assert reports_main(['search', '--results', str(tmp_path), '--root', str(ROOT), '--check']) == 0
@@ -108,6 +108,30 @@ def test_a_line_logged_by_another_version_of_the_script_says_so(rung, tmp_path):
     search.update_search_log(tmp_path, ROOT)
     [line] = table_lines(tmp_path)
     assert line[1].endswith("(logged by another version of ternary94.py: TFLOPs and size are of today's)")
+
+
+def write_divergences(results, variant, rows):
+    """Records as stats.Trial writes them for diverged runs (stats/diverged.py): a row's fields less the results."""
+    path = results / 'ternary94' / 'diverged' / f'{variant}__cpu-bf16.jsonl'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [{key: value for key, value in row.items() if key not in ('epochs', 'tta_val_acc', 'time_seconds')}
+               for row in rows]
+    path.write_text(''.join(json.dumps(dict(record, run=record['seed'], diverged='its training loss is nan at '
+                                            'epoch 1')) + '\n' for record in records))
+
+
+def test_diverged_runs_are_listed_and_a_config_that_only_diverged_has_its_own_line(rung, tmp_path):
+    rows = logged_rows(rung, [*TINY, '--epochs', '2'], [0.94, 0.95, 0.96, 0.97], 'some')
+    write_log(tmp_path, 'some', [rows[0], rows[3]])
+    write_divergences(tmp_path, 'some', [rows[1], rows[2]])
+    write_divergences(tmp_path, 'all', logged_rows(rung, [*TINY, '--epochs', '1', '--lr', '1e9'], [0.9], 'all'))
+    search.update_search_log(tmp_path, ROOT)
+    every, some = table_lines(tmp_path)  # the cheaper first, as any line
+    assert (some[0], some[5], some[6], some[7]) == ('some', '2', '2 (seeds 1, 2)', '95.50%')  # 94% and 97% only
+    assert some[10] == '2026-12-01 to 2026-12-04'
+    assert (every[0], every[5], every[6], every[7], every[8], every[9]) == ('all', '0', '1 (seed 0)', '-', 'n/a',
+                                                                             'n < 2')
+    assert '`--lr=1000000000.0`' in every[1] and float(every[2]) > 0  # its config and cost, from the record
 
 
 def test_nothing_logged_yet_a_missing_results_folder_and_a_folder_in_the_readmes_place(tmp_path, capsys):

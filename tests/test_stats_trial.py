@@ -9,11 +9,13 @@ import sys
 
 import pytest
 
+from common import errors
 from common.errors import UserError
 from conftest import ROOT
 from reports.__main__ import main as reports_main
 from stats import Trial
-from stats.log import append_row, log_path, merge_shards, read_rows, seeds_in
+from stats.diverged import read_divergences
+from stats.log import append_row, log_path, merge_shards, read_rows, same_config, seeds_in
 from stats.trial import parse_gpus, strip_gpus_flag
 
 HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'width': 8, 'dtype': 'fp32'}}
@@ -76,6 +78,56 @@ def test_a_run_whose_evaluation_is_nan_is_refused_by_name_and_not_logged(script,
     assert logged_seeds(trial.path) == [0]
     trial.record(fake_result(2, 2))  # the runs after it log as before
     assert logged_seeds(trial.path) == [0, 2]
+
+
+def test_a_diverged_run_is_recorded_beside_the_log_and_said_when_its_seed_runs_again(script, tmp_path, capsys):
+    trial = Trial(script, HYP, make_args(tmp_path, runs=3, seed=10))
+    trial.record(fake_result(0, 10))
+    record = tmp_path / 'main0_network' / 'diverged' / 'full__cpu-fp32.jsonl'
+    # as common.table.check_finite_loss raises it in a rung's loop: run 1 of this trial is seed 11
+    assert str(errors.diverged(1, 'its training loss is nan at epoch 2')) == (
+        f'run 1 diverged: its training loss is nan at epoch 2, so it is not logged (the runs before it are); recorded '
+        f"in {record}: lower the learning rates (--lr and the rung's other lr flags), or check the --teacher checkpoint")
+    with pytest.raises(UserError, match=f"^run 2 diverged: the model's outputs .* recorded in {record}:"):
+        trial.record({**fake_result(2, 12), 'val_acc': float('nan')})
+    assert 'recorded' not in str(errors.diverged('warmup', 'its training loss is inf at epoch 0'))  # random labels
+    assert logged_seeds(trial.path) == [10]
+    with pytest.raises(UserError, match='this file is not a results log'):  # no statistic can read it as a log
+        read_rows(record)
+    first, second = read_divergences(trial.path)
+    assert (first['run'], first['seed'], first['diverged']) == (1, 11, 'its training loss is nan at epoch 2')
+    assert (second['seed'], second['diverged']) == (12, "the model's outputs are NaN or infinite at its final "
+                                                        'evaluation')
+    assert same_config(first, trial.config) and first['script_sha256'] == read_rows(trial.path)[0]['script_sha256']
+    capsys.readouterr()
+    assert Trial(script, HYP, make_args(tmp_path, runs=3, seed=10, resume=True)).pending() == [(1, 11), (2, 12)]
+    assert (f'note: seeds 11, 12 of this config diverged before (recorded in {record}) and run again now'
+            in capsys.readouterr().out)
+    assert Trial(script, HYP, make_args(tmp_path, runs=2, seed=12, resume=True)).pending() == [(0, 12), (1, 13)]
+    assert 'note: seed 12 of this config diverged before' in capsys.readouterr().out
+    other = {**HYP, 'opt': {**HYP['opt'], 'lr': 1.0}}  # another config's divergence is not this one's
+    Trial(script, other, make_args(tmp_path, runs=3, seed=10, variant='other', resume=True))
+    assert 'diverged before' not in capsys.readouterr().out
+
+
+def test_a_divergence_that_cannot_be_recorded_is_still_one_line(script, tmp_path):
+    trial = Trial(script, HYP, make_args(tmp_path))
+    (tmp_path / 'main0_network' / 'diverged' / 'full__cpu-fp32.jsonl').mkdir(parents=True)  # a folder in its place
+    message = str(errors.diverged(0, 'its training loss is nan at epoch 0'))
+    assert '(nor recorded: ' in message and 'recorded in' not in message and '\n' not in message
+    assert message.endswith("lower the learning rates (--lr and the rung's other lr flags), or check the --teacher "
+                            'checkpoint') and read_divergences(trial.path) == []
+
+
+def test_a_damaged_divergence_record_is_skipped_with_a_warning(script, tmp_path, capsys):
+    trial = Trial(script, HYP, make_args(tmp_path, runs=2))
+    errors.diverged(0, 'its training loss is nan at epoch 0')
+    record = tmp_path / 'main0_network' / 'diverged' / 'full__cpu-fp32.jsonl'
+    good = record.read_text()
+    record.write_text('{"seed": [1], "diverged": "x", "hyp": {}, "args": {}}\n' + good + '{"seed": 1, "dive')
+    assert [entry['seed'] for entry in read_divergences(trial.path)] == [0]
+    err = capsys.readouterr().err
+    assert f'warning: {record} line 1 is not a divergence record; skipped, left in place' in err and 'line 3' in err
 
 
 def test_with_no_seed_to_run_nothing_is_trained_or_written(script, tmp_path, capsys):
