@@ -8,7 +8,7 @@ from pathlib import Path
 from common.errors import UserError
 from common.files import atomic_output
 from reports.ladder import LADDER, find_rung
-from reports.table import collect, script_order
+from reports.logs import collect, script_order
 from stats.summary import TARGET, describe
 
 MISSING = 'matplotlib is not installed: pip install matplotlib'

@@ -26,7 +26,8 @@ from common.flags import flag_leaves, parse_flags
 from common.provenance import file_sha256
 from reports.flops import count_script, read_counts, write_counts
 from reports.sidebyside import import_script
-from reports.table import ROOT, format_verdict, parse_log_name, replace_block, write_readme
+from reports.logs import ROOT, parse_log_name
+from reports.table import format_verdict, replace_block, write_readme
 from stats.diverged import FOLDER as DIVERGED, read_divergences
 from stats.log import is_shard_log, read_rows
 from stats.summary import describe

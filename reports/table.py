@@ -8,16 +8,15 @@ its parent's.
 Rows follow the ladder, then the standalone scripts, then any other script. CPU logs
 (results/<script>/<variant>__cpu-<dtype>.jsonl) go to a table of their own, as accuracy evidence whose times are
 not comparable with GPU times, and only their full-length runs (all the data, the script's default epochs): smoke
-runs are left out. `include_cpu` also puts every CPU log, smoke runs included, in the per-device tables. The
-step benchmark's rows (results/bench/, reports/benchtable.py) close the block.
+runs are left out (which logs count as what: reports/logs.py). `include_cpu` also puts every CPU log, smoke runs
+included, in the per-device tables. The step benchmark's rows (results/bench/, reports/benchtable.py) close the
+block.
 A second block, between the ladder markers, is the README's ladder table: each script's step, its default epochs
 (read from its hyp), its TFLOPs per run as counted by `python -m reports flops` and as published by airbench. A
 README without those markers keeps only the results block.
 Each block between its markers is rewritten whole; everything else in the README is kept byte for byte. The new
 README replaces the old in one step, so a failed write leaves the old one as it was.
 """
-import ast
-import contextlib
 import os
 import statistics
 from pathlib import Path
@@ -26,13 +25,12 @@ from common.errors import UserError
 from common.files import atomic_output, read_utf8
 from reports.benchtable import step_bench_table
 from reports.flops import PUBLISHED_TFLOPS, read_counts
-from reports.ladder import LADDER, SCRIPTS, STANDALONE, find_rung, hyp_leaves, leaf_name
+from reports.ladder import LADDER, STANDALONE, find_rung
+from reports.logs import ROOT, SIDEBYSIDE, check_results_folder, collect, collect_cpu, hyp_defaults, script_order
 from reports.sidebyside import summarize_pairs
-from stats.bench import BENCH
-from stats.log import is_shard_log, read_rows
+from stats.log import read_rows
 from stats.summary import describe, format_p
 
-ROOT = Path(__file__).resolve().parent.parent  # the folder of the scripts, whose hyp gives their default epochs
 BEGIN, END = '<!-- reports:table:begin -->', '<!-- reports:table:end -->'
 EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m reports table`.'
 NO_GPU = 'Nothing measured on a GPU yet: run a rung on a GPU, then `python -m reports table`.'
@@ -43,8 +41,6 @@ CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seco
            'main8_compile.py). >= 94% shown: one-sided t-test of '
            'mean > 94%, yes when p < 0.05 (`stats/summary.py`).')
 
-
-SIDEBYSIDE = 'sidebyside'  # results/sidebyside/: pairs of ours and the reference, a table of their own
 SIDEBYSIDE_HEADING = ('**Side by side with the published airbench** (`python -m reports sidebyside`: one process, '
                       'runs alternating ours, reference; each side timed by its own CUDA events)')
 SIDEBYSIDE_HEADER = ['ours', 'reference', 'GPU', 'pairs', 'time ratio ours/reference: median (range)',
@@ -78,36 +74,6 @@ README_FEATURES = {
 }
 
 
-def parse_log_name(path):
-    """results/main0_network/full__nvidia-h100.jsonl -> ('main0_network.py', 'full', 'nvidia-h100')"""
-    variant, _, hardware = Path(path).name.removesuffix('.jsonl').partition('__')
-    return Path(path).parent.name + '.py', variant, hardware
-
-
-def check_results_folder(results):
-    if not Path(results).is_dir():
-        raise UserError(f'{results} is not a folder of results logs: pass --results DIR')
-    if any(Path(results).glob('*.jsonl')):  # its tables would come out empty, and replace the README's
-        raise UserError(f'{results} holds logs itself, as one script\'s folder does: pass the results folder above '
-                        f'it, --results {Path(results).parent}')
-
-
-def collect(results, include_cpu=False):
-    """{hardware: {(script, variant): rows}} from the main logs under `results` (shard logs are not merged
-    evidence yet: `python -m reports merge` first)."""
-    check_results_folder(results)
-    found = {}
-    for path in sorted(Path(results).glob('*/*.jsonl')):
-        script, variant, hardware = parse_log_name(path)
-        if (path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path) or not hardware
-                or (hardware.startswith('cpu') and not include_cpu)):
-            continue
-        rows = read_rows(path)
-        if rows:
-            found.setdefault(hardware, {})[(script, variant)] = rows
-    return found
-
-
 def sidebyside_table(results, include_cpu=False):
     """Markdown for the side-by-side logs (reports/sidebyside.py): one row per (ours, reference, hardware)."""
     lines = []
@@ -124,47 +90,6 @@ def sidebyside_table(results, include_cpu=False):
         return None
     return '\n'.join([SIDEBYSIDE_HEADING, '', '| ' + ' | '.join(SIDEBYSIDE_HEADER) + ' |',
                       '|' + '---|' * len(SIDEBYSIDE_HEADER), *lines])
-
-
-def hyp_defaults(path):
-    """{leaf name: default} of a script's hyp leaves whose default is a literal (`1 / 9` is not); None without
-    the script."""
-    if not Path(path).is_file():
-        return None
-    try:
-        leaves = hyp_leaves(read_utf8(path, 'save it as UTF-8'))
-    except SyntaxError as exc:
-        raise UserError(f'{path}: not valid Python ({exc.msg}, line {exc.lineno})') from None
-    defaults = {}
-    for leaf, (value, _) in leaves.items():
-        with contextlib.suppress(ValueError, SyntaxError):
-            defaults[leaf_name(leaf).rpartition('.')[2]] = ast.literal_eval(value)
-    return defaults
-
-
-def is_full_length(row, defaults):
-    """A run on all the data (no --subset) with the script's default hyp, dtype aside: CPU evidence, not a smoke
-    test nor a variant (a leaf whose default is no literal is not compared)."""
-    leaves = {key: value for group in row['hyp'].values() if isinstance(group, dict) for key, value in group.items()}
-    same = all(leaves.get(name, value) == value for name, value in defaults.items() if name != 'dtype')
-    return not row.get('args', {}).get('subset') and row['epochs'] == defaults.get('epochs') and same
-
-
-def collect_cpu(results, root=ROOT):
-    """{(script, variant, hardware): full-length rows} of the CPU logs; a log with none is left out, as is one
-    of a script not under root (its default epochs are unknown)."""
-    found = {}
-    for path in sorted(Path(results).glob('*/*__cpu*.jsonl')):
-        if path.parent.name in (SIDEBYSIDE, BENCH) or is_shard_log(path):
-            continue
-        script, variant, hardware = parse_log_name(path)
-        defaults = hyp_defaults(Path(root) / script)
-        if not defaults:
-            continue
-        rows = [row for row in read_rows(path) if is_full_length(row, defaults)]
-        if rows:
-            found[(script, variant, hardware)] = rows
-    return found
 
 
 def distinct(values):
@@ -200,10 +125,6 @@ def cpu_table(results, root=ROOT):
         return None
     return '\n'.join([CPU_HEADING, '', '| ' + ' | '.join(CPU_HEADER) + ' |', '|' + '---|' * len(CPU_HEADER),
                       *('| ' + ' | '.join(cpu_row(*key, logs[key])) + ' |' for key in keys), '', CPU_CAPTION])
-
-
-def script_order(script):
-    return (SCRIPTS.index(script), '') if script in SCRIPTS else (len(SCRIPTS), script)
 
 
 def format_accuracy(s):

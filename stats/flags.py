@@ -1,6 +1,9 @@
 """The run flags of a trial (trial.py): how many seeds, which log, which slice. A script passes FLAGS to
-parse_flags."""
+parse_flags. Also the check, before any training, that the files they name can be written (check_outputs)."""
+import os
 import re
+import tempfile
+from pathlib import Path
 
 from common.errors import UserError
 from common.flags import Flag, Flags
@@ -91,3 +94,41 @@ FLAGS = Flags('trials (stats/)', run={
     'shard': Flag(None, "K/N: do the K-th of N slices of the seeds (cluster job arrays)", parse_shard),
     'gpus': Flag(None, "'all' or a list like 0,1: one process per GPU, all writing to one log", check_gpus_format),
 }, check=check_trial_flags)
+
+
+def check_writable_folder(folder, flag):
+    """Creates `folder` and a scratch file in it, then removes what it created, so a folder that cannot take the
+    run's output is found before training, not after it (os.access says yes to root even on a read-only mount)."""
+    folder = Path(folder)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f'{flag} {folder}: cannot write there ({exc.strerror or type(exc).__name__}): '
+                        f'pass a writable folder') from None
+    finally:
+        # Made only to probe: a data or teacher error must not leave empty folders. append_row and atomic_write
+        # make them again when the first row or the model is written.
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:  # not empty: another process writes there now
+                break
+
+
+def check_outputs(args, log):
+    """The log, --save-model and --export-packed must be writable before any training starts."""
+    check_out(args.out)  # also a flag check; here too for a trial driven from Python
+    check_writable_folder(Path(log).parent, '--out')
+    if Path(log).exists() and not os.access(log, os.W_OK):
+        raise UserError(f'--out {args.out}: the log {log} is read-only: make it writable or pass another --out')
+    for name, example in (('save_model', 'model.pt'), ('export_packed', 'model.tpk')):
+        value = getattr(args, name, None)  # ternary/ flags: a script without them writes no model
+        if value is None:
+            continue
+        flag, path = '--' + name.replace('_', '-'), Path(value)
+        if path.is_dir() or str(value).endswith(os.sep):
+            raise UserError(f'{flag} {path} is a folder: pass a file path, e.g. {path / example}')
+        check_writable_folder(path.parent, flag)

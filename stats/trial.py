@@ -21,18 +21,17 @@ Variant (the log's name): args.variant, else 'full', 'ternary', 'full-kd' or 'te
 import json
 import math
 import os
-import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from common import errors
 from common.errors import UserError
 from common import provenance
-from stats.flags import (check_gpus_format, check_out, check_runs, check_variant, check_variant_fits_runs,
-                         default_variant, parse_shard)
 from stats.diverged import divergence_path, read_divergences, record_divergence
+from stats.flags import check_outputs, check_runs, check_variant, check_variant_fits_runs, default_variant, parse_shard
+from stats.gpus import (GPU_SEEDS_ENV, GPU_SEEDS_LIMIT, cuda_gpu_names, gpu_child_seeds, parse_gpus, strip_gpus_flag,
+                        visible_device)
 from stats.log import append_row, check_rows, log_path, read_rows, same_config, shard_logs_of
 from stats.seeds import RunPlan, format_seeds, next_seeds, shard_seeds
 from stats.summary import describe, format_summary, mean_std, values, verdict
@@ -41,8 +40,6 @@ from stats.summary import describe, format_summary, mean_std, values, verdict
 MODEL_FILES = ('save_model', 'export_packed')  # ternary/ flags naming the files the trained model goes to
 NOT_CONFIG = ('runs', 'resume', 'seed', 'data_dir', 'device', 'out', 'variant', 'force', 'shard', 'gpus', 'warmup',
               *MODEL_FILES)
-GPU_SEEDS_ENV = 'STATS_GPU_SEEDS'  # set by the --gpus parent for its children; not a user setting
-GPU_SEEDS_LIMIT = 10_000  # seeds one --gpus command may plan: Linux caps one environment string at 128 KiB
 METADATA = ('script', 'variant', 'device', 'date', 'git_commit', 'script_sha256', 'versions', 'gpu_info', 'cpu_info',
             'hyp', 'args')
 RESULT_KEYS = ('run', 'seed', 'epochs', 'val_acc', 'tta_val_acc', 'time_seconds', 'peak_memory_bytes')
@@ -55,59 +52,6 @@ def check_finite_accuracy(result):
         raise errors.diverged(result['run'], "the model's outputs are NaN or infinite at its final evaluation")
 
 
-def check_writable_folder(folder, flag):
-    """Creates `folder` and a scratch file in it, then removes what it created, so a folder that cannot take the
-    run's output is found before training, not after it (os.access says yes to root even on a read-only mount)."""
-    folder = Path(folder)
-    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(f'{flag} {folder}: cannot write there ({exc.strerror or type(exc).__name__}): '
-                        f'pass a writable folder') from None
-    finally:
-        # Made only to probe: a data or teacher error must not leave empty folders. append_row and atomic_write
-        # make them again when the first row or the model is written.
-        for path in created:
-            try:
-                path.rmdir()
-            except OSError:  # not empty: another process writes there now
-                break
-
-
-def check_outputs(args, log):
-    """The log, --save-model and --export-packed must be writable before any training starts."""
-    check_out(args.out)  # also a flag check; here too for a trial driven from Python
-    check_writable_folder(Path(log).parent, '--out')
-    if Path(log).exists() and not os.access(log, os.W_OK):
-        raise UserError(f'--out {args.out}: the log {log} is read-only: make it writable or pass another --out')
-    for name, example in (('save_model', 'model.pt'), ('export_packed', 'model.tpk')):
-        value = getattr(args, name, None)  # ternary/ flags: a script without them writes no model
-        if value is None:
-            continue
-        flag, path = '--' + name.replace('_', '-'), Path(value)
-        if path.is_dir() or str(value).endswith(os.sep):
-            raise UserError(f'{flag} {path} is a folder: pass a file path, e.g. {path / example}')
-        check_writable_folder(path.parent, flag)
-
-
-def parse_gpus(text, count):
-    """'all' or '0,2' -> list of CUDA device indices, checked against the `count` visible GPUs."""
-    if count == 0:
-        raise UserError(f"--gpus {text} needs CUDA GPUs, but none is visible here (or --device cpu was given): "
-                        'drop --gpus')
-    check_gpus_format(text)
-    if text.strip() == 'all':
-        return list(range(count))
-    ids = [int(part) for part in text.split(',')]
-    if len(set(ids)) != len(ids) or max(ids) >= count:
-        raise UserError(f'--gpus {text}: each index must appear once and be below {count}, the number of '
-                        'visible GPUs')
-    return ids
-
-
 def hyp_dtype(hyp):
     """The resolved `dtype` leaf of a script's hyp (common/precision.py); every script has one."""
     found = [value for group in hyp.values() for key, value in group.items() if key == 'dtype']
@@ -118,44 +62,6 @@ def hyp_dtype(hyp):
 
 def config_args(args):
     return {key: value for key, value in sorted(vars(args).items()) if key not in NOT_CONFIG}
-
-
-def gpu_child_seeds():
-    """The seeds a --gpus parent gave this process, or None when it was not started that way."""
-    text = os.environ.get(GPU_SEEDS_ENV)
-    if text is None:
-        return None
-    if not re.fullmatch(r'-?\d+(,-?\d+)*', text):
-        raise UserError(f"${GPU_SEEDS_ENV} is set internally by --gpus; unset it (got '{text}')")
-    return [int(seed) for seed in text.split(',')]
-
-
-def strip_gpus_flag(argv):
-    """The command line minus `--gpus X` / `--gpus=X`: what each GPU's child process runs."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == '--gpus':
-            skip = True
-        elif not arg.startswith('--gpus='):
-            kept.append(arg)
-    return kept
-
-
-def visible_device(index):
-    """CUDA_VISIBLE_DEVICES for a child that should use GPU `index` of this process's numbering (which is
-    itself a selection when a scheduler set CUDA_VISIBLE_DEVICES)."""
-    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
-    return visible.split(',')[index].strip() if visible else str(index)
-
-
-def cuda_gpu_names(device):
-    """Names of the visible CUDA GPUs; [] on the CPU."""
-    if not provenance.is_cuda(device):
-        return []
-    import torch  # here: the reports CLI imports this module and starts without torch
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
 def format_mean_std(x):

@@ -11,7 +11,7 @@ from common.flags import parse_flags
 from common.provenance import file_sha256
 from reports.__main__ import main as reports_main
 from reports.sidebyside import import_script
-from reports.table import ROOT
+from reports.logs import ROOT
 from stats.trial import config_args
 
 TINY = ['--block1', '8', '--block2', '16', '--block3', '16', '--batch-size', '500']  # counted in about a second

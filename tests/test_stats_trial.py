@@ -16,7 +16,7 @@ from reports.__main__ import main as reports_main
 from stats import Trial
 from stats.diverged import read_divergences
 from stats.log import append_row, log_path, merge_shards, read_rows, same_config, seeds_in
-from stats.trial import parse_gpus, strip_gpus_flag
+from stats.gpus import parse_gpus, strip_gpus_flag
 
 HYP = {'opt': {'epochs': 1.0, 'lr': 10.0}, 'aug': {'flip': 'random'}, 'net': {'width': 8, 'dtype': 'fp32'}}
 
@@ -87,7 +87,8 @@ def test_a_diverged_run_is_recorded_beside_the_log_and_said_when_its_seed_runs_a
     # as common.table.check_finite_loss raises it in a rung's loop: run 1 of this trial is seed 11
     assert str(errors.diverged(1, 'its training loss is nan at epoch 2')) == (
         f'run 1 diverged: its training loss is nan at epoch 2, so it is not logged (the runs before it are); recorded '
-        f"in {record}: lower the learning rates (--lr and the rung's other lr flags), or check the --teacher checkpoint")
+        f"in {record}: lower the learning rates (--lr and the rung's other lr flags), or check the --teacher "
+        'checkpoint')
     with pytest.raises(UserError, match=f"^run 2 diverged: the model's outputs .* recorded in {record}:"):
         trial.record({**fake_result(2, 12), 'val_acc': float('nan')})
     assert 'recorded' not in str(errors.diverged('warmup', 'its training loss is inf at epoch 0'))  # random labels
