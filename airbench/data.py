@@ -8,8 +8,8 @@ torchvision download into it. Whatever the source, the decoded arrays are cached
 once, so later starts only read 184 MB of uint8 and take well under a second. With several copies cached, a run
 without --data-dir prints which one it uses.
 
-Converting checks each batch file's content as well as its size: every class present in a plausible share and
-almost no constant images, so a right-sized file of zeros is refused by name instead of cached and trained on.
+Converting checks each batch file's content as well as its size (airbench/batches.py), so a right-sized file of
+zeros is refused by name instead of cached and trained on.
 A full disk while caching is a one-line error, and leaves no partial file.
 
 Every message names where the data came from: --data-dir, or CIFAR10_DIR when only the variable is set
@@ -20,30 +20,22 @@ by a download. What a killed writer left in the cache folder is removed (common/
 """
 import hashlib
 import os
-import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from airbench.batches import (FIX_HINT, IMAGES_PER_FILE, TEST_FILE, TRAIN_FILES, check_content, convert_folder,
+                              read_binary_file, read_python_file, unreadable)
 from common.errors import UserError
 from common.files import atomic_output, remove_stale_partials, scratch_folder
 
 CACHE_NAME = 'cifar10_uint8.pt'
 CACHE_FORMAT = 'cifar10-uint8-v2'  # v2 adds the sha256 of the images and labels
 DOWNLOADED = 'torchvision download'  # the source recorded in a downloaded cache
-TRAIN_FILES = [f'data_batch_{i}' for i in range(1, 6)]
-TEST_FILE = 'test_batch'
-IMAGES_PER_FILE = 10_000
 SPLIT_SIZES = {'train': len(TRAIN_FILES) * IMAGES_PER_FILE, 'test': IMAGES_PER_FILE}
-RECORD_BYTES = 1 + 3 * 32 * 32  # binary layout: one label byte, then the red, green and blue planes
-MIN_CLASS_SHARE = 0.05  # of a batch file's images, per class: half a balanced file's 10% (check_content)
-MAX_CONSTANT_SHARE = 0.01  # of a batch file's images that may have every pixel equal; the official files have none
 CACHE_FORMAT_PREFIX = 'cifar10-uint8-'  # every format of our cache, old ones included
 CACHE_MB = 200  # a cache's size on disk: 184 MB of images, rounded up
 MODEL_KEY = 'state_dict'  # what a --save-model checkpoint (ternary/distill.py) holds, unlike a cache
-FIX_HINT = ('put the official CIFAR-10 binary version (cifar-10-batches-bin/) or python version '
-            '(cifar-10-batches-py/) in a folder and pass --data-dir FOLDER or set CIFAR10_DIR')
 DATA_DIR_HINT = ('pass the folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ as --data-dir '
                  '(or set CIFAR10_DIR)')
 
@@ -161,83 +153,6 @@ def fingerprint(folder):
     except OSError as exc:
         raise unreadable(folder, exc) from None
     return hashlib.sha256(repr((str(folder.resolve()), stats, CACHE_FORMAT)).encode()).hexdigest()[:16]
-
-
-def convert_folder(folder, suffix, read_file):
-    parts = {}
-    for split, names in [('train', TRAIN_FILES), ('test', [TEST_FILE])]:
-        files = [folder / (name + suffix) for name in names]
-        missing = [p.name for p in files if not p.exists()]
-        if missing:
-            raise UserError(f'{folder} lacks {", ".join(missing)}: expected all of '
-                            f'{", ".join(n + suffix for n in TRAIN_FILES + [TEST_FILE])}; {FIX_HINT}')
-        images, labels = zip(*[read_file(p) for p in files])
-        parts[split] = (np.concatenate(images), np.concatenate(labels))
-    return parts
-
-
-def unreadable(path, exc):
-    return UserError(f'cannot read {path} ({exc.strerror or type(exc).__name__}): it must be readable; '
-                     f'check its permissions or copy it again')
-
-
-def read_binary_file(path):
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise unreadable(path, exc) from None
-    if raw.size != IMAGES_PER_FILE * RECORD_BYTES:
-        raise UserError(f'{path} has {raw.size:,} bytes, expected {IMAGES_PER_FILE * RECORD_BYTES:,} '
-                        f'({IMAGES_PER_FILE:,} records of {RECORD_BYTES} bytes): the file is truncated or '
-                        f'not CIFAR-10; copy it again from the official archive')
-    records = raw.reshape(IMAGES_PER_FILE, RECORD_BYTES)
-    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return check_labels(path, images, records[:, 0])
-
-
-def read_python_file(path):
-    try:
-        f = open(path, 'rb')
-    except OSError as exc:
-        raise unreadable(path, exc) from None
-    try:
-        with f:
-            batch = pickle.load(f, encoding='bytes')
-        data, labels = np.asarray(batch[b'data']), np.asarray(batch[b'labels'])
-    except Exception as exc:
-        raise UserError(f'{path} is not a CIFAR-10 python batch ({type(exc).__name__}): '
-                        f'copy it again from the official archive') from None
-    if data.dtype != np.uint8 or data.shape != (IMAGES_PER_FILE, 3 * 32 * 32):
-        raise UserError(f'{path} holds {data.dtype} data of shape {data.shape}, expected uint8 of shape '
-                        f'({IMAGES_PER_FILE}, 3072): the file is truncated or not CIFAR-10')
-    if labels.dtype.kind not in 'iu' or labels.shape != (IMAGES_PER_FILE,):
-        raise UserError(f'{path} holds {labels.dtype} labels of shape {labels.shape}, expected {IMAGES_PER_FILE:,} '
-                        f'whole numbers: the file is truncated or not CIFAR-10')
-    return check_labels(path, data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
-
-
-def check_labels(path, images, labels):
-    if labels.min() < 0 or labels.max() > 9:
-        raise UserError(f'{path} has labels outside 0..9 (found {labels.min()}..{labels.max()}): the file is '
-                        f'corrupt or not CIFAR-10; copy it again from the official archive')
-    check_content(path, images, labels)
-    return np.ascontiguousarray(images), labels.astype(np.int64)
-
-
-def check_content(path, images, labels, fix='copy it again from the official archive'):
-    """A file of the right size can still hold no data: zeros from a failed copy train to "mean 0.00%" and would
-    be cached. Each official batch file holds every class at 9.4-10.6% and no constant image."""
-    flat = images.reshape(len(images), -1)
-    constant = int((flat.min(axis=1) == flat.max(axis=1)).sum())
-    if constant > MAX_CONSTANT_SHARE * len(images):
-        raise UserError(f'{path} holds {constant:,} constant images (every pixel the same) of {len(images):,}, '
-                        f'expected at most {MAX_CONSTANT_SHARE:.0%}: the file is blank or damaged; {fix}')
-    counts = np.bincount(labels, minlength=10)
-    if counts.min() < MIN_CLASS_SHARE * len(labels):
-        rare = int(counts.argmin())
-        raise UserError(f'{path} holds {counts[rare]:,} images of class {rare} of {len(labels):,}, expected at '
-                        f'least {MIN_CLASS_SHARE:.0%} of each class (about 10%): the file is damaged or not '
-                        f'CIFAR-10; {fix}')
 
 
 def write_cache(parts, cache_file, source=DOWNLOADED):

@@ -79,7 +79,8 @@ def cache_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope='session')
 def synthetic_cache(binary_cifar, tmp_path_factory):
     """The synthetic dataset converted once into the project's cache file, for the rung smoke tests."""
-    from airbench.data import CACHE_NAME, convert_folder, read_binary_file, write_cache
+    from airbench.batches import convert_folder, read_binary_file
+    from airbench.data import CACHE_NAME, write_cache
     cache_file = tmp_path_factory.mktemp('cache') / CACHE_NAME
     write_cache(convert_folder(binary_cifar / 'cifar-10-batches-bin', '.bin', read_binary_file), cache_file)
     return cache_file.parent
