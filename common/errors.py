@@ -19,7 +19,7 @@ import threading
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_GRACE_SECONDS = 30.0  # time for `finally` blocks before the watchdog exits without them
 stop_note = None  # a callable returning what a stop keeps, e.g. stats.Trial's "2 finished runs are in LOG"
-divergence_note = None  # a callable(run, how) that records a diverged run and says where: stats.Trial's
+divergence_note = None  # a callable(run, how) recording a diverged run, saying where: stats.Trial's
 deferred = {'active': False, 'signal': None}  # see defer_stops
 
 

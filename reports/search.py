@@ -137,7 +137,8 @@ def full_length(rows):
 
 
 def search_block(results, root=ROOT, counts=None, count_missing=True):
-    """Markdown: one line per full-length log of the script, cheapest first. counts: TFLOPs by config, added to."""
+    """Markdown: one line per log of the script (its full-length rows and the records of its diverged runs),
+    cheapest first. counts: TFLOPs by config, added to."""
     folder = Path(results) / Path(SCRIPT).stem
     rung = import_script(Path(root) / SCRIPT, 'search_' + Path(SCRIPT).stem)
     defaults = script_defaults(rung)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from common import provenance
 from common.errors import UserError
-from stats.flags import check_out
+from stats.flags import check_out, check_writable_folder
 from stats.log import append_row
-from stats.flags import check_writable_folder
 
 BENCH = 'bench'  # the folder under results/; the README's run tables leave it out (reports/benchtable.py)
 

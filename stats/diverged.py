@@ -9,15 +9,17 @@ such run, one JSON line, beside its log:
 
 A record holds the run, its seed, `diverged` (how it showed: "its training loss is nan at epoch 3"), and the
 row's provenance and config fields, so a record and a log row of one config compare equal (stats/log.py
-`same_config`). The reports and statistics never read these files as logs (they are one folder down, and their
-lines lack the accuracy fields); `python -m reports search` lists them beside their config's line. `--resume` runs
-a diverged seed again, as it runs any seed its log lacks, and says so first.
+`same_config`). One variant holds one config here too: a trial refuses to add runs of another config to a log whose
+records hold only others (stats/log.py `check_rows`), so a retry with a lower lr takes a --variant of its own. The
+reports and statistics never read these files as logs (they are one folder down, and their lines lack the accuracy
+fields); `python -m reports search` lists them beside their config's line. A trial runs a diverged seed again when
+its plan holds it, as it runs any seed its log lacks, and says so first.
 """
 import json
 import sys
 from pathlib import Path
 
-from stats.log import append_row, shard_logs_of
+from stats.log import append_row
 
 FOLDER = 'diverged'
 KEYS = {'seed': int, 'diverged': str, 'hyp': dict, 'args': dict}  # what a reader relies on
@@ -39,23 +41,21 @@ def is_record(record):
 
 
 def read_divergences(log):
-    """The records of the runs that diverged for `log` and its shard logs, oldest first; [] when there are none.
-    A damaged line (a run killed while writing it) is skipped with a warning, as in a log."""
+    """The records of the runs that diverged for `log` (a main or a shard log: its own file only), oldest first;
+    [] when there are none. A damaged line (a run killed while writing it) is skipped with a warning, as in a log."""
     path = divergence_path(log)
+    if not path.is_file():
+        return []
     records = []
-    for part in [path, *shard_logs_of(path)]:
-        if not part.is_file():
+    for number, line in enumerate(path.read_bytes().split(b'\n'), 1):
+        if not line.strip(b'\0 \t\r'):
             continue
-        for number, line in enumerate(part.read_bytes().split(b'\n'), 1):
-            if not line.strip(b'\0 \t\r'):
-                continue
-            try:
-                record = json.loads(line.decode('utf-8'))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                record = None
-            if not is_record(record):
-                print(f'warning: {part} line {number} is not a divergence record; skipped, left in place',
-                      file=sys.stderr)
-                continue
-            records.append(record)
+        try:
+            record = json.loads(line.decode('utf-8'))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if not is_record(record):
+            print(f'warning: {path} line {number} is not a divergence record; skipped, left in place', file=sys.stderr)
+            continue
+        records.append(record)
     return records

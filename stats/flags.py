@@ -79,7 +79,7 @@ def check_seed_range(args):
 
 
 def check_gpus_format(text):
-    """The form only; trial.parse_gpus checks the indices against the GPUs it sees."""
+    """The form only; stats.gpus.parse_gpus checks the indices against the GPUs it sees."""
     if text is not None and text.strip() != 'all' and not re.fullmatch(r'\d+(,\d+)*', text.strip()):
         raise UserError(f"--gpus must be 'all' or a list of GPU indices like 0,1,3, got '{text}'")
 

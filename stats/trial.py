@@ -113,11 +113,10 @@ class Trial:
     def note_divergences(self):
         """Says which planned seeds diverged before with this config: they run again (the same code and seed will
         likely diverge again)."""
-        again = sorted({record['seed'] for record in read_divergences(self.path)  # a plan is lazy: never a set
-                        if same_config(record, self.config) and record['seed'] in self.seeds})
+        again = sorted(seed for seed in self.diverged_seeds if seed in self.seeds)  # a plan is lazy: never a set
         if again:
             print(f'note: seed{"s" * (len(again) > 1)} {format_seeds(again)} of this config diverged before '
-                  f'(recorded in {divergence_path(self.path)}) and run{"s" * (len(again) == 1)} again now')
+                  f'(recorded in {divergence_path(self.path).parent}) and run{"s" * (len(again) == 1)} again now')
 
     def record_divergence(self, run, how):
         """Records a diverged run beside the log (stats/diverged.py); returns what the error line adds. A warm-up
@@ -127,9 +126,10 @@ class Trial:
         row = {'script': self.script.name, 'variant': self.variant, 'run': run, 'seed': self.args.seed + run,
                'diverged': how, **self.provenance, 'date': provenance.utc_now(), **self.config}
         try:
+            # A stop signal during the write waits for the record, then ends the process (its line, not this one).
             with errors.defer_stops():
                 record_divergence(self.path, row)
-        except (OSError, UserError) as exc:  # the divergence is the error to report, not this
+        except Exception as exc:  # the divergence is the error to report, not this
             return f' (nor recorded: {exc})'
         return f'; recorded in {divergence_path(self.path)}'
 
@@ -151,16 +151,19 @@ class Trial:
 
     def read_logged_seeds(self):
         """Seeds already logged; refuses a log of another script or, without --force, another config (a log
-        mixed with --force is one pool: its seeds all count as done)."""
+        mixed with --force is one pool: its seeds all count as done). The records of diverged runs beside the logs
+        (stats/diverged.py) are checked alike; the seeds of this config's are kept in self.diverged_seeds."""
         # The main log and its shard logs are one trial: a seed done in any of them is done (a shard's
         # seeds merged into the main log, and a plain run's seeds not yet merged from the shards).
         main = log_path(self.args.out, self.script.name, self.variant, self.hardware)
         paths = [main, *shard_logs_of(main)]  # this job's own shard log among them, once it exists
-        logged = set()
+        logged, self.diverged_seeds = set(), set()
         for path in paths:
-            rows = read_rows(path)
+            rows, records = read_rows(path), read_divergences(path)
             check_rows(path, rows, self.script.name, self.config, self.args.force)
+            check_rows(divergence_path(path), records, self.script.name, self.config, self.args.force)
             logged |= {row['seed'] for row in rows}
+            self.diverged_seeds |= {record['seed'] for record in records if same_config(record, self.config)}
         return logged
 
     def plan(self, logged):

@@ -102,13 +102,24 @@ def test_a_diverged_run_is_recorded_beside_the_log_and_said_when_its_seed_runs_a
     assert same_config(first, trial.config) and first['script_sha256'] == read_rows(trial.path)[0]['script_sha256']
     capsys.readouterr()
     assert Trial(script, HYP, make_args(tmp_path, runs=3, seed=10, resume=True)).pending() == [(1, 11), (2, 12)]
-    assert (f'note: seeds 11, 12 of this config diverged before (recorded in {record}) and run again now'
+    assert (f'note: seeds 11, 12 of this config diverged before (recorded in {record.parent}) and run again now'
             in capsys.readouterr().out)
     assert Trial(script, HYP, make_args(tmp_path, runs=2, seed=12, resume=True)).pending() == [(0, 12), (1, 13)]
     assert 'note: seed 12 of this config diverged before' in capsys.readouterr().out
-    other = {**HYP, 'opt': {**HYP['opt'], 'lr': 1.0}}  # another config's divergence is not this one's
-    Trial(script, other, make_args(tmp_path, runs=3, seed=10, variant='other', resume=True))
-    assert 'diverged before' not in capsys.readouterr().out
+    Trial(script, HYP, make_args(tmp_path, runs=4, seed=10, shard='2/2'))  # a shard of the trial: seeds 11, 13
+    assert 'note: seed 11 of this config diverged before' in capsys.readouterr().out
+
+
+def test_a_variant_whose_runs_only_diverged_still_holds_one_config(script, tmp_path, capsys):
+    Trial(script, HYP, make_args(tmp_path, variant='x'))
+    errors.diverged(0, 'its training loss is nan at epoch 0')  # no row: the log does not exist
+    lower = {**HYP, 'opt': {**HYP['opt'], 'lr': 1.0}}  # the natural retry: a lower lr
+    with pytest.raises(UserError, match=r'diverged/x__cpu-fp32.jsonl holds a different config \(first difference: '
+                                        r'opt.lr 10.0 vs 1.0\); pass --variant NAME'):
+        Trial(script, lower, make_args(tmp_path, variant='x'))
+    capsys.readouterr()
+    trial = Trial(script, lower, make_args(tmp_path, variant='x', force=True))  # mixed on purpose: not this config's
+    assert trial.pending() == [(0, 0)] and 'diverged before' not in capsys.readouterr().out
 
 
 def test_a_divergence_that_cannot_be_recorded_is_still_one_line(script, tmp_path):
