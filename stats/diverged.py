@@ -15,11 +15,11 @@ reports and statistics never read these files as logs (they are one folder down,
 fields); `python -m reports search` lists them beside their config's line. A trial runs a diverged seed again when
 its plan holds it, as it runs any seed its log lacks, and says so first.
 """
-import json
 import sys
 from pathlib import Path
 
-from stats.log import append_row
+from stats.log import append_row, read_locked
+from stats.rows import decode_line
 
 FOLDER = 'diverged'
 KEYS = {'seed': int, 'diverged': str, 'hyp': dict, 'args': dict}  # what a reader relies on
@@ -35,27 +35,21 @@ def record_divergence(log, row):
     append_row(divergence_path(log), row)
 
 
-def is_record(record):
-    return isinstance(record, dict) and all(isinstance(record.get(key), kind) and not isinstance(record[key], bool)
-                                            for key, kind in KEYS.items())
-
-
 def read_divergences(log):
     """The records of the runs that diverged for `log` (a main or a shard log: its own file only), oldest first;
     [] when there are none. A damaged line (a run killed while writing it) is skipped with a warning, as in a log."""
     path = divergence_path(log)
-    if not path.is_file():
-        return []
+    data = read_locked(path, 'a divergence record')
     records = []
-    for number, line in enumerate(path.read_bytes().split(b'\n'), 1):
-        if not line.strip(b'\0 \t\r'):
+    for number, line in enumerate(b'' if data is None else data.split(b'\n'), 1):
+        if not line.strip():
             continue
-        try:
-            record = json.loads(line.decode('utf-8'))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            record = None
-        if not is_record(record):
-            print(f'warning: {path} line {number} is not a divergence record; skipped, left in place', file=sys.stderr)
+        record, problem = decode_line(line, tuple(KEYS), 'a divergence record')
+        if record is not None and not all(isinstance(record[key], kind) and not isinstance(record[key], bool)
+                                          for key, kind in KEYS.items()):
+            record, problem = None, 'holds a field of the wrong type'
+        if record is None:
+            print(f'warning: {path} line {number} {problem}; skipped, left in place', file=sys.stderr)
             continue
         records.append(record)
     return records

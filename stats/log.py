@@ -55,19 +55,27 @@ def main_log_path(shard_path):
     return path.with_name(SHARD_SUFFIX.sub('', stem) + '.jsonl')
 
 
+def read_locked(path, what):
+    """The bytes of a file that append_row writes, read under its shared lock, so a concurrent writer's
+    half-written line is never seen; None for a file that does not exist yet."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with open(path, 'rb') as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            return f.read()
+    except OSError as exc:
+        raise UserError(f'cannot read {path} as {what} ({exc.strerror or type(exc).__name__}): pass a readable '
+                        '.jsonl file (a run: an --out folder it can read)') from None
+
+
 def read_rows(path):
     """Every row of a log, in order, each seed once, with a warning per damaged line and one for repeated seeds;
     [] for a file that does not exist yet."""
-    path = Path(path)
-    if not path.exists():
+    data = read_locked(path, 'a results log')
+    if data is None:
         return []
-    try:
-        with open(path, 'rb') as f:
-            fcntl.flock(f, fcntl.LOCK_SH)  # a concurrent writer's half-written line is never seen
-            data = f.read()
-    except OSError as exc:
-        raise UserError(f'cannot read {path} as a results log ({exc.strerror or type(exc).__name__}): pass a readable '
-                        '.jsonl file (a run: an --out folder it can read)') from None
     rows, damaged = parse_rows(path, data)
     for number, problem in damaged:
         print(f'warning: {path} line {number} {problem}; skipped, left in place', file=sys.stderr)

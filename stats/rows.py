@@ -28,8 +28,9 @@ CRASH_DAMAGE = (CUT_SHORT, NUL_BYTES)  # what a killed writer leaves, unlike the
 ABSENT = object()  # a field a row lacks
 
 
-def decode_line(line):
-    """(row, None) for a line (bytes) that holds a results row, else (None, what is wrong with it)."""
+def decode_line(line, required=REQUIRED_KEYS, kind='a results row'):
+    """(row, None) for a line (bytes) that holds `kind`, a JSON object with the keys `required`, else (None, what
+    is wrong with it)."""
     if line.strip(b'\0 \t\r') == b'':
         return None, NUL_BYTES
     try:
@@ -44,8 +45,8 @@ def decode_line(line):
         if text.lstrip('\0 \t\r').startswith('{"') or text.strip('\0 \t\r') == '{':
             return None, CUT_SHORT
         return None, 'is not JSON'
-    if not isinstance(row, dict) or not all(key in row for key in REQUIRED_KEYS):
-        return None, f'is not a results row (expected keys {", ".join(REQUIRED_KEYS)})'
+    if not isinstance(row, dict) or not all(key in row for key in required):
+        return None, f'is not {kind} (expected keys {", ".join(required)})'
     return row, None
 
 
