@@ -31,7 +31,7 @@ import airbench
 import stats
 import ternary
 from airbench import CifarLoader, load_data
-from common.flags import parse_flags  # [tta] no narrower tta_level range to declare
+from common.flags import Flags, one_of, parse_flags  # [ternary94] the dirac leaf's range
 from common.precision import autocast, input_dtype
 from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
                           reset_peak_memory)
@@ -69,6 +69,7 @@ hyp = {
         'block3': 384,
         'bn_momentum': 0.4,         # [lookahead] retuned to keep up with it; weight of the new batch statistics
         'logit_scale': 1 / 9,       # scales the classifier's output
+        'dirac': True,              # [ternary94] dirac init of the 3x3 convs (main2's); --no-dirac: PyTorch's default
         'tta_level': 2,             # 0: plain eval, 1: average with the mirror image, 2: [tta] six views
         'dtype': 'auto',            # 'auto', 'fp32', 'bf16' or 'fp16' (common/precision.py)
         'compile_mode': 'max-autotune',  # [compile] as airbench; CUDA graphs, kernel autotuning (common/flags.py)
@@ -76,7 +77,8 @@ hyp = {
 }
 
 # The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
-FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS)  # [tta] tta_level takes 2 too
+FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS,  # [tta] tta_level takes 2 too
+         Flags('this script', ranges={'dirac': one_of(True, False)}))  # [ternary94] --dirac / --no-dirac
 
 #############################################
 #            Network Components             #
@@ -91,24 +93,28 @@ class BatchNorm(nn.BatchNorm2d):
 
 
 class Conv(nn.Conv2d):
-    def __init__(self, in_channels, out_channels):
+    def __init__(self, in_channels, out_channels, dirac):
+        self.dirac = dirac  # [ternary94] set first: nn.Conv2d's __init__ calls reset_parameters
         super().__init__(in_channels, out_channels, kernel_size=3, padding='same', bias=False)
 
     # [dirac] Identity-like init lets signal pass through the untrained net at full strength; the other
     # filters keep PyTorch's default init (airbench).
+    # [ternary94] Optional: in a ternary net it starts most latent weights at exactly 0, so the absmean scale
+    # starts near 0 too (results/ternary94/README.md, step 3).
     def reset_parameters(self):
         super().reset_parameters()
-        weight = self.weight.data
-        torch.nn.init.dirac_(weight[:weight.size(1)])
+        if self.dirac:
+            weight = self.weight.data
+            torch.nn.init.dirac_(weight[:weight.size(1)])
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, channels_in, channels_out, bn_momentum):
+    def __init__(self, channels_in, channels_out, bn_momentum, dirac):
         super().__init__()
-        self.conv1 = Conv(channels_in, channels_out)
+        self.conv1 = Conv(channels_in, channels_out, dirac)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = BatchNorm(channels_out, bn_momentum)
-        self.conv2 = Conv(channels_out, channels_out)
+        self.conv2 = Conv(channels_out, channels_out, dirac)
         self.norm2 = BatchNorm(channels_out, bn_momentum)
         self.activ = nn.GELU()
 
@@ -121,16 +127,16 @@ class ConvGroup(nn.Module):
 #############################################
 
 class Net(nn.Module):
-    def __init__(self, widths, bn_momentum, logit_scale):
+    def __init__(self, widths, bn_momentum, logit_scale, dirac):
         super().__init__()
         whiten_width = 2 * 3 * 2**2
         # [whiten] a fixed transform set by init_whitening_conv; only its bias is trained
         self.whiten = nn.Conv2d(3, whiten_width, kernel_size=2, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
         self.layers = nn.Sequential(
-            ConvGroup(whiten_width, widths[0], bn_momentum),
-            ConvGroup(widths[0], widths[1], bn_momentum),
-            ConvGroup(widths[1], widths[2], bn_momentum),
+            ConvGroup(whiten_width, widths[0], bn_momentum, dirac),
+            ConvGroup(widths[0], widths[1], bn_momentum, dirac),
+            ConvGroup(widths[1], widths[2], bn_momentum, dirac),
             nn.MaxPool2d(3),
         )
         self.head = nn.Linear(widths[2], 10, bias=False)
@@ -144,7 +150,8 @@ class Net(nn.Module):
 
 def make_net(net, device):
     """Net from hyp['net'], channels_last; with dtype fp16 (common/precision.py) its BatchNorms stay fp32."""
-    model = Net((net['block1'], net['block2'], net['block3']), net['bn_momentum'], net['logit_scale']).to(device)
+    widths = (net['block1'], net['block2'], net['block3'])
+    model = Net(widths, net['bn_momentum'], net['logit_scale'], net['dirac']).to(device)
     model = model.to(memory_format=torch.channels_last)
     if net['dtype'] == 'fp16':
         model = model.half()

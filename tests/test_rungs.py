@@ -98,6 +98,22 @@ def test_ternary94_is_ternary_by_default_and_keeps_the_whitening_conv(synthetic_
     assert f"its logits on {TINY_TEST} test images equal the trained model's" in proc.stdout
 
 
+@pytest.mark.parametrize('dirac', [True, False])
+def test_ternary94_dirac_leaf_sets_the_init_of_its_ternary_convs(dirac):
+    import torch
+    import ternary
+    import ternary94
+    net = dict(ternary94.hyp['net'], block1=8, block2=16, block3=16, dirac=dirac, dtype='fp32')
+    model = ternary.convert(ternary94.make_net(net, 'cpu'))
+    ternary94.reinit_net(model)  # as each run starts: through the ternary layers' reset_parameters
+    convs = [m for m in model.modules() if isinstance(m, ternary94.Conv)]
+    assert len(convs) == 6 and all(isinstance(m, ternary.TernaryConv2d) for m in convs)
+    for conv in convs:
+        head = conv.weight.detach()[:conv.in_channels]
+        identity = torch.nn.init.dirac_(torch.empty_like(head))
+        assert torch.equal(head, identity) is dirac
+
+
 @pytest.mark.parametrize('script', ladder.SCRIPTS)
 def test_every_rung_calls_the_packed_export(script):
     # --export-packed is ternary/'s flag, so every rung takes it: one that did not call the writer would take the
