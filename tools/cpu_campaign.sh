@@ -2,8 +2,8 @@
 # The CPU accuracy campaign of issues 22, 23 and 24, one job at a time on the CPU, in this order:
 #   1. main7_mirror.py at full length, n = 25 (issue 22)   a run: ~16 min on a 2-core AVX-512 BF16 EPYC, ~8 on AMX
 #   2. main9_muon.py at full length, n = 10 (issue 24)     ~10.5 min on AMX (its step: ~1.5x main7's per image)
-#   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23): the defaults (~25 min a run on AMX,
-#      ~1.2 s per TFLOP of `python -m reports search`; ~55 min on the slower AMX host of 2026-12-04 evening)
+#   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23): a 1.5x, 15-epoch run ~25 min on AMX,
+#      (~1.2 s per TFLOP of `python -m reports search`; ~55 min on the slower AMX host of 2026-12-04 evening)
 # Restartable: every stage runs with --resume, so after a stop (a session's end kills it; the run in progress is
 # lost, finished rows are in the logs) the same command goes on where the logs end. Each stage runs from a git
 # worktree pinned at one commit, so that every row of a log names the same code; the rows go to this checkout's
@@ -40,8 +40,18 @@ stage "$ROOT/../campaign" 02ea87b main7_mirror.py --runs 25
 stage "$ROOT/../campaign-57d58cf" 57d58cf main9_muon.py --runs 10
 # --export-packed: each scout's last model as a packed file, checked to reload to the same logits (issue 23);
 # the check's line is in the campaign's log, the files in .models/ (git-ignored)
+scout() {  # COMMIT VARIANT RUNS FLAGS...: a ternary94 scout under its own --variant, from the code of COMMIT
+    local commit=$1 variant=$2 runs=$3
+    shift 3
+    stage "$ROOT/../campaign-$commit" "$commit" ternary94.py --runs "$runs" --variant "$variant" "$@" \
+        --export-packed "$ROOT/.models/ternary94-$variant.tpk"
+}
+# Dirac init off first (results/ternary94/README.md, step 3): a 2-epoch smoke run showed it holding the ternary net
+# back. Seed 0 of both, then seed 1 of both (--resume does the seeds a log lacks), so each gets a first number early.
+scout 8bba9c8 nodirac 1 --no-dirac                  # 1.5x widths, 15 epochs (~1,137 TFLOPs)
+scout 8bba9c8 nodirac-e10 1 --no-dirac --epochs 10  # 1.5x widths, 10 epochs (~760 TFLOPs)
+scout 8bba9c8 nodirac 2 --no-dirac
+scout 8bba9c8 nodirac-e10 2 --no-dirac --epochs 10
+# The defaults' second seed, from the code their first came from (a log holds one config and one script)
 stage "$ROOT/../campaign-57d58cf" 57d58cf ternary94.py --runs 2 \
-    --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # the defaults: 1.5x widths, 15 epochs
-# Next (issue 23): no more scouts of this code. The defaults' seed 0 gave 91.80%, and a 2-epoch smoke run showed the
-# dirac init holding the ternary net back (results/ternary94/README.md, step 3); the next scouts need a flag that
-# turns it off, from a commit that has one (a trial there refuses this log: a new hyp leaf is a new config).
+    --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # the defaults: 1.5x widths, 15 epochs, dirac on
