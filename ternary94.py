@@ -31,7 +31,7 @@ import airbench
 import stats
 import ternary
 from airbench import CifarLoader, load_data
-from common.flags import Flags, one_of, parse_flags  # [ternary94] the dirac leaf's range
+from common.flags import Flags, at_least, one_of, parse_flags  # [ternary94] its own leaves' ranges
 from common.precision import autocast, input_dtype
 from common.table import (Timer, check_finite_loss, peak_memory_bytes, print_table_header, print_table_row,
                           reset_peak_memory)
@@ -58,6 +58,7 @@ hyp = {
         'whiten_bias_epochs': 3,    # [freeze] epochs before the whitening bias is frozen
         'ema_every': 5,             # [lookahead] steps between lookahead updates
         'ema_decay': 0.95,          # [lookahead] EMA decay per step, ramped up as (step/total)^3
+        'filter_lr': 0.0,           # [ternary94] > 0: the 3x3 convs' filters kept at norm 1, each moved this far a step
     },
     'aug': {
         'flip': 'alternating',      # [mirror] 'none', 'random' or 'alternating' (airbench/augment.py)
@@ -78,7 +79,7 @@ hyp = {
 
 # The run flags each package declares (its flags.py): --runs, --ternary, --data-dir, ...
 FLAGS = (stats.FLAGS, ternary.FLAGS, airbench.FLAGS,  # [tta] tta_level takes 2 too
-         Flags('this script', ranges={'dirac': one_of(True, False)}))  # [ternary94] --dirac / --no-dirac
+         Flags('this script', ranges={'dirac': one_of(True, False), 'filter_lr': at_least(0)}))  # [ternary94]
 
 #############################################
 #            Network Components             #
@@ -192,23 +193,53 @@ def init_whitening_conv(conv, images, eps=5e-4):  # [whiten] eps bounds the gain
 def make_optimizer(model, total_steps, opt):
     """Nesterov SGD on a loss summed over the batch. Dividing by 1024 * (1 + 1/(1 - momentum)) makes
     `lr` the step per 1024 examples once momentum has built up (its geometric sum plus Nesterov's extra
-    gradient term), so lr, momentum and batch size can be tuned one at a time (hlb-CIFAR10, airbench)."""
+    gradient term), so lr, momentum and batch size can be tuned one at a time (hlb-CIFAR10, airbench).
+    [ternary94] With filter_lr > 0 the 3x3 convs train with FilterNormSGD instead. Returns (optimizers, schedulers)."""
     batch_size = opt['batch_size']
     kilostep_scale = 1024 * (1 + 1 / (1 - opt['momentum']))
     lr = opt['lr'] / kilostep_scale
     wd = opt['weight_decay'] * batch_size / kilostep_scale
     norm_biases = [m.bias for m in model.modules() if isinstance(m, BatchNorm)]
-    norm_ids = {id(p) for p in norm_biases}
+    filters = [m.weight for m in model.modules() if isinstance(m, Conv)] if opt['filter_lr'] > 0 else []  # [ternary94]
+    own_ids = {id(p) for p in norm_biases + filters}
     # Frozen parameters may sit in a group: they never get a grad, so SGD skips them.
-    other_params = [p for p in model.parameters() if id(p) not in norm_ids]
+    other_params = [p for p in model.parameters() if id(p) not in own_ids]
     # PyTorch SGD decays by lr * weight_decay per step; dividing by lr makes the decay wd, whatever the lr.
     # [scalebias] the biases are the BatchNorms' only trained parameters; a larger lr speeds them up
     scaler = opt['bias_scaler']
     param_groups = [dict(params=norm_biases, lr=lr * scaler, weight_decay=wd / (lr * scaler)),
                     dict(params=other_params, lr=lr, weight_decay=wd / lr)]
-    optimizer = torch.optim.SGD(param_groups, momentum=opt['momentum'], nesterov=True)
+    optimizers = [torch.optim.SGD(param_groups, momentum=opt['momentum'], nesterov=True)]
+    if filters:  # [ternary94]
+        optimizers.append(FilterNormSGD(filters, lr=opt['filter_lr'], momentum=opt['momentum']))
     schedule = lr_schedule(total_steps, opt['warmup_frac'], opt['lr_start'], opt['lr_end'])
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return optimizers, [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) for optimizer in optimizers]
+
+
+class FilterNormSGD(torch.optim.Optimizer):  # [ternary94]
+    """Nesterov momentum on conv filters held at norm 1 (casted_airbench's renormalizing optimizer): before each
+    step every output filter is scaled back to norm 1, then moves lr along its own update, normalized to norm 1.
+    No weight decay: the norm cannot drift. A BatchNorm follows each conv, so in full precision a filter's norm
+    does not matter; with ternary weights it does, as the per-tensor absmean scale is shared by all filters."""
+
+    def __init__(self, params, lr, momentum):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for weight in [p for p in group['params'] if p.grad is not None]:
+                state = self.state[weight]
+                if 'momentum_buffer' not in state:
+                    state['momentum_buffer'] = torch.zeros_like(weight.grad)
+                buffer = state['momentum_buffer'].mul_(group['momentum']).add_(weight.grad)
+                update = weight.grad.add(buffer, alpha=group['momentum'])  # Nesterov
+                weight.div_(filter_norms(weight))
+                weight.sub_(update / filter_norms(update), alpha=group['lr'])
+
+
+def filter_norms(weight):  # [ternary94] the norm of each output filter, shaped to divide the weight
+    return weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (weight.dim() - 1))
 
 
 def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):
@@ -298,7 +329,7 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
     reinit_net(model)
     with timer:  # [whiten] from the first 5,000 training images, unaugmented
         init_whitening_conv(model.whiten, train_loader.normalize(train_loader.images[:5000]))
-    optimizer, scheduler = make_optimizer(model, total_steps, hyp['opt'])
+    optimizers, schedulers = make_optimizer(model, total_steps, hyp['opt'])  # [ternary94]
     lookahead = LookaheadState(model)  # [lookahead]
     step = 0
     for epoch in range(math.ceil(epochs)):
@@ -311,10 +342,11 @@ def main(hyp, run, seed, model, loss_fn, train_loader, test_loader):
                 with autocast(device, hyp['net']['dtype']):  # per step: autocast keeps its weight copies per region
                     outputs = model(inputs)
                     loss = loss_fn(outputs, labels, inputs).sum()
-                optimizer.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=True)  # [ternary94] the parameters of every optimizer
                 loss.backward()
-                optimizer.step()
-                scheduler.step()
+                for optimizer, scheduler in zip(optimizers, schedulers):  # [ternary94] SGD, then FilterNormSGD
+                    optimizer.step()
+                    scheduler.step()
                 step += 1
                 if step % hyp['opt']['ema_every'] == 0:  # [lookahead]
                     lookahead.update(model, ema_decay(step, total_steps, hyp['opt']))

@@ -114,6 +114,49 @@ def test_ternary94_dirac_leaf_sets_the_init_of_its_ternary_convs(dirac):
         assert torch.equal(head, identity) is dirac
 
 
+def test_filter_norm_sgd_renormalizes_each_filter_then_moves_it_lr():
+    import torch
+    from ternary94 import FilterNormSGD
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3) * torch.tensor([0.1, 1, 5, 20]).view(4, 1, 1, 1))
+    optimizer = FilterNormSGD([weight], lr=0.07, momentum=0.85)
+    for _ in range(3):  # momentum builds up; the step's size per filter does not change
+        weight.grad = torch.randn_like(weight) * torch.tensor([1e-3, 1, 1, 1e3]).view(4, 1, 1, 1)
+        before = weight.detach().clone()
+        unit = before / before.flatten(1).norm(dim=1).view(4, 1, 1, 1)
+        optimizer.step()
+        moved = (weight.detach() - unit).flatten(1).norm(dim=1)
+        assert torch.allclose(moved, torch.full((4,), 0.07), rtol=1e-5)
+        assert not torch.allclose(weight.detach().flatten(1).norm(dim=1), before.flatten(1).norm(dim=1))
+
+
+@pytest.mark.parametrize('filter_lr', [0.0, 0.07])
+def test_ternary94_filter_lr_moves_the_3x3_convs_to_their_own_optimizer(filter_lr):
+    import torch
+    import ternary94
+    net = dict(ternary94.hyp['net'], block1=8, block2=16, block3=16, dtype='fp32')
+    model = ternary94.make_net(net, 'cpu')
+    optimizers, schedulers = ternary94.make_optimizer(model, 10, dict(ternary94.hyp['opt'], filter_lr=filter_lr))
+    convs = {id(m.weight) for m in model.modules() if isinstance(m, ternary94.Conv)}
+    groups = [{id(p) for group in optimizer.param_groups for p in group['params']} for optimizer in optimizers]
+    assert len(convs) == 6 and len(schedulers) == len(optimizers)
+    assert set.union(*groups) == {id(p) for p in model.parameters()}  # each parameter in one optimizer
+    assert sum(map(len, groups)) == len(list(model.parameters()))
+    if filter_lr:
+        assert [type(o) for o in optimizers] == [torch.optim.SGD, ternary94.FilterNormSGD] and groups[1] == convs
+    else:
+        assert [type(o) for o in optimizers] == [torch.optim.SGD] and convs <= groups[0]
+
+
+def test_ternary94_trains_with_filter_norm_sgd(synthetic_cache, tmp_path):
+    flags = tiny_flags('ternary94.py', synthetic_cache, tmp_path)
+    proc = run_script('ternary94.py', *flags, '--compile-mode', 'default', '--no-warmup', '--filter-lr', '0.07',
+                      '--variant', 'renorm')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = logged_rows(tmp_path, 'ternary94.py')
+    assert row['hyp']['opt']['filter_lr'] == 0.07 and 0 <= row['tta_val_acc'] <= 1
+
+
 @pytest.mark.parametrize('script', ladder.SCRIPTS)
 def test_every_rung_calls_the_packed_export(script):
     # --export-packed is ternary/'s flag, so every rung takes it: one that did not call the writer would take the
