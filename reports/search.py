@@ -91,9 +91,10 @@ def count_config(root, script_sha256, flags, counts, count_missing=True):
     return counts[key]['total_tflops']
 
 
-def packed_sizes(rung, row, default_args):
-    """(packed bytes, fp32 bytes) of the config's net: its hyp's widths, its --ternary flags."""
-    net = dict(row['hyp']['net'], dtype='fp32')
+def packed_sizes(rung, row, default_hyp, default_args):
+    """(packed bytes, fp32 bytes) of the config's net: its hyp's widths, its --ternary flags; a net leaf its
+    script's version did not have yet takes today's default."""
+    net = {**default_hyp['net'], **row['hyp']['net'], 'dtype': 'fp32'}
     args = argparse.Namespace(**{name: row['args'].get(name, default_args[name])
                                  for name in default_args if name.startswith('ternary')})
     with contextlib.redirect_stdout(io.StringIO()):  # the conversion prints its layers
@@ -118,10 +119,14 @@ def search_line(rung, root, path, rows, records, defaults, counts, count_missing
     notes = ['the log mixes configs (--force)'] * mixed
     today = file_sha256(Path(root) / SCRIPT)
     if any(row.get('script_sha256') != today for row in rows + records):
-        notes.append(f'logged by another version of {SCRIPT}: TFLOPs and size are of today\'s')
+        # a leaf added since: that version's behaviour, which today's default may or may not reproduce
+        logged = {path for path, _ in flag_leaves(first['hyp'])}
+        absent = ['--' + path[-1].replace('_', '-') for path, _ in flag_leaves(defaults[0]) if path not in logged]
+        without = f', before {", ".join(absent)}' if absent else ''
+        notes.append(f'logged by another version of {SCRIPT}{without}: TFLOPs and size are of today\'s')
     tflops = count_config(root, today, flags, counts, count_missing)
     teacher = any(name == 'teacher' for name, _ in flags)
-    packed, fp32_bytes = packed_sizes(rung, first, defaults[1])
+    packed, fp32_bytes = packed_sizes(rung, first, *defaults)
     s = describe(rows) if rows else None
     dates = sorted(row.get('date', '?')[:10] for row in rows + records)
     config = ' '.join(f'`{format_flag(name, value)}`' for name, value in flags) or '(the defaults)'

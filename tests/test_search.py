@@ -110,6 +110,19 @@ def test_a_line_logged_by_another_version_of_the_script_says_so(rung, tmp_path):
     assert line[1].endswith("(logged by another version of ternary94.py: TFLOPs and size are of today's)")
 
 
+def test_a_line_logged_before_a_leaf_existed_names_it_and_still_gets_its_size(rung, tmp_path):
+    argv = [*TINY, '--epochs', '1']
+    [row] = logged_rows(rung, argv, [0.93], 'older')
+    del row['hyp']['net']['dirac'], row['hyp']['opt']['filter_lr']  # as 57d58cf logged them: no such leaves yet
+    write_log(tmp_path, 'older', [dict(row, script_sha256='0' * 64)])
+    write_log(tmp_path, 'today', logged_rows(rung, argv, [0.93], 'today'))
+    search.update_search_log(tmp_path, ROOT)
+    older, today = table_lines(tmp_path)
+    assert older[1] == today[1] + (' (logged by another version of ternary94.py, before --filter-lr, --dirac: '
+                                   "TFLOPs and size are of today's)")
+    assert older[2:4] == today[2:4]  # TFLOPs and sizes of today's same net
+
+
 def write_divergences(results, variant, rows):
     """Records as stats.Trial writes them for diverged runs (stats/diverged.py): a row's fields less the results."""
     path = results / 'ternary94' / 'diverged' / f'{variant}__cpu-bf16.jsonl'
