@@ -58,7 +58,7 @@ hyp = {
         'whiten_bias_epochs': 3,    # [freeze] epochs before the whitening bias is frozen
         'ema_every': 5,             # [lookahead] steps between lookahead updates
         'ema_decay': 0.95,          # [lookahead] EMA decay per step, ramped up as (step/total)^3
-        'filter_lr': 0.0,           # [ternary94] > 0: the 3x3 convs' filters kept at norm 1, each moved this far a step
+        'filter_lr': 0.0,           # [ternary94] > 0: 3x3 conv filters held at norm 1, moved this far a step at peak lr
     },
     'aug': {
         'flip': 'alternating',      # [mirror] 'none', 'random' or 'alternating' (airbench/augment.py)
@@ -218,9 +218,11 @@ def make_optimizer(model, total_steps, opt):
 
 class FilterNormSGD(torch.optim.Optimizer):  # [ternary94]
     """Nesterov momentum on conv filters held at norm 1 (casted_airbench's renormalizing optimizer): before each
-    step every output filter is scaled back to norm 1, then moves lr along its own update, normalized to norm 1.
-    No weight decay: the norm cannot drift. A BatchNorm follows each conv, so in full precision a filter's norm
-    does not matter; with ternary weights it does, as the per-tensor absmean scale is shared by all filters."""
+    step every output filter is scaled back to norm 1, then moves lr (times the lr schedule) along its own update,
+    normalized to norm 1. No weight decay: the norm cannot drift. A BatchNorm follows each conv, so in full
+    precision a filter's norm does not matter; with ternary weights it does, as the per-tensor absmean scale is
+    shared by all filters. The lookahead averages these filters as it does every other weight, and the run ends
+    on that average (filters slightly under norm 1), not renormalized."""
 
     def __init__(self, params, lr, momentum):
         super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -238,8 +240,10 @@ class FilterNormSGD(torch.optim.Optimizer):  # [ternary94]
                 weight.sub_(update / filter_norms(update), alpha=group['lr'])
 
 
-def filter_norms(weight):  # [ternary94] the norm of each output filter, shaped to divide the weight
-    return weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (weight.dim() - 1))
+def filter_norms(weight):  # [ternary94] each output filter's norm, shaped to divide the weight; in fp32, as in
+    # fp16 the clamp would round to 0 (0/0 for a filter with no gradient) and a sum of squares may overflow
+    norms = weight.float().flatten(1).norm(dim=1).clamp_min(1e-12)
+    return norms.view(-1, *[1] * (weight.dim() - 1))
 
 
 def lr_schedule(total_steps, warmup_frac, lr_start, lr_end):

@@ -120,10 +120,10 @@ def read_counts(results):
                         'python -m reports flops') from None
 
 
-def write_counts(results, counts):
-    """Adds `counts` to results/flops.json, in one step (common/files.py)."""
+def write_counts(results, counts, merge=True):
+    """Adds `counts` to results/flops.json (merge=False: writes them in its place), in one step (common/files.py)."""
     path = Path(results) / FLOPS_FILE
-    merged = read_counts(results) | counts
+    merged = read_counts(results) | counts if merge else counts
     with atomic_output(path, 'the FLOP counts') as partial:
         Path(partial).write_text(json.dumps(merged, indent=1) + '\n')
     return path

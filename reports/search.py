@@ -109,6 +109,19 @@ def format_diverged(records):
     return f'{len(seeds)} (seed{"s" * (len(seeds) > 1)} {", ".join(map(str, seeds))})' if seeds else '0'
 
 
+def leaf_changes(rows, default_hyp):
+    """', before --a, --b' for the hyp leaves today's script has and a row lacks (added since: that version
+    behaved in some way today's default may or may not reproduce), ', with --c' for those a row has and today's
+    lacks (removed since: the config column cannot show them)."""
+    def names(paths):
+        return ', '.join('--' + leaf_path[-1].replace('_', '-') for leaf_path in paths)
+    today = [leaf_path for leaf_path, _ in flag_leaves(default_hyp)]
+    logged = {leaf_path for row in rows for leaf_path, _ in flag_leaves(row['hyp'])}
+    added = [leaf_path for leaf_path in today if any(leaf_path not in dict(flag_leaves(row['hyp'])) for row in rows)]
+    removed = sorted(logged - set(today))
+    return (f', before {names(added)}' if added else '') + (f', with {names(removed)}' if removed else '')
+
+
 def search_line(rung, root, path, rows, records, defaults, counts, count_missing):
     """The cells of one log's line (its rows, and the records of its diverged runs), and its sort key: lines with
     a teacher last, then by TFLOPs."""
@@ -119,11 +132,8 @@ def search_line(rung, root, path, rows, records, defaults, counts, count_missing
     notes = ['the log mixes configs (--force)'] * mixed
     today = file_sha256(Path(root) / SCRIPT)
     if any(row.get('script_sha256') != today for row in rows + records):
-        # a leaf added since: that version's behaviour, which today's default may or may not reproduce
-        logged = {path for path, _ in flag_leaves(first['hyp'])}
-        absent = ['--' + path[-1].replace('_', '-') for path, _ in flag_leaves(defaults[0]) if path not in logged]
-        without = f', before {", ".join(absent)}' if absent else ''
-        notes.append(f'logged by another version of {SCRIPT}{without}: TFLOPs and size are of today\'s')
+        notes.append(f'logged by another version of {SCRIPT}{leaf_changes(rows + records, defaults[0])}: TFLOPs '
+                     'and size are of today\'s')
     tflops = count_config(root, today, flags, counts, count_missing)
     teacher = any(name == 'teacher' for name, _ in flags)
     packed, fp32_bytes = packed_sizes(rung, first, *defaults)
@@ -176,8 +186,10 @@ def update_search_log(results, root=ROOT, check=False):
     counts = read_counts(readme.parent)
     known = set(counts)
     new = replace_block(text, search_block(results, root, counts, not check), readme, BEGIN, END)
+    today = f'{SCRIPT}@{file_sha256(Path(root) / SCRIPT)[:12]}'  # counts are keyed by the script's version
+    counts = {key: count for key, count in counts.items() if key.split(' ')[0] == today}  # older ones never reused
     if set(counts) != known and not check:
-        write_counts(readme.parent, counts)
+        write_counts(readme.parent, counts, merge=False)
     stale = new != text or not readme.is_file()
     if stale and not check and readme.is_file():
         write_readme(readme, new)

@@ -132,3 +132,21 @@ def test_the_kernel_benchmark_fails_without_a_gpu(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr.startswith('error: ternary.bench needs a CUDA GPU')
     assert not (tmp_path / 'bench').exists()
+
+
+@pytest.mark.parametrize('script', ['main7_mirror.py', 'main9_muon.py', 'ternary94.py'])
+def test_the_step_benchmark_steps_every_optimizer_of_a_rung(script):
+    # one shape of make_optimizer each: (optimizer, scheduler), (lists) with epoch_steps, (lists) without
+    sys.path.insert(0, str(ROOT / 'tools'))
+    try:
+        import bench_step
+    finally:
+        sys.path.remove(str(ROOT / 'tools'))
+    rung = bench_step.load_rung(script)
+    flags = ['--block1', '8', '--block2', '16', '--block3', '16'] + ['--filter-lr', '0.07'] * (script == 'ternary94.py')
+    hyp, _ = bench_step.parse_flags(rung.hyp, rung.FLAGS, ['--device', 'cpu', '--dtype', 'fp32', *flags])
+    model = rung.make_net(hyp['net'], 'cpu')
+    optimizers = bench_step.make_optimizers(rung, model, hyp['opt'])
+    assert len(optimizers) == (1 if script == 'main7_mirror.py' else 2)
+    stepped = {id(p) for optimizer in optimizers for group in optimizer.param_groups for p in group['params']}
+    assert stepped >= {id(p) for p in model.parameters() if p.requires_grad}  # frozen ones may sit in a group

@@ -85,7 +85,11 @@ def test_a_line_reruns_as_it_reads(rung, tmp_path):
 def test_counts_are_kept_and_the_rest_of_the_file_too(rung, tmp_path, monkeypatch, capsys):
     write_log(tmp_path, 'kd', logged_rows(rung, [*TINY, '--epochs', '1', '--teacher', '/x/fp.pt'], [0.93], 'kd'))
     write_log(tmp_path, 'plain', logged_rows(rung, [*TINY, '--epochs', '2'], [0.93], 'plain'))
+    old_count = {'ternary94.py@000000000000 --epochs=2.0': {'total_tflops': 1.0}}  # another version's: dropped
+    (tmp_path / 'ternary94' / 'flops.json').write_text(json.dumps(old_count))
     readme, _ = search.update_search_log(tmp_path, ROOT)
+    today = 'ternary94.py@' + file_sha256(ROOT / 'ternary94.py')[:12]
+    assert {key.split()[0] for key in json.loads((tmp_path / 'ternary94' / 'flops.json').read_text())} == {today}
     plain, kd = table_lines(tmp_path)  # a teacher's work is not in the count: its line comes last, however cheap
     assert kd[2].endswith('+ teacher') and float(kd[2].split()[0]) < float(plain[2])
     assert '`--teacher=/x/fp.pt`' in kd[1] and kd[9] == 'n < 2'  # the path as logged: the line reruns
@@ -121,6 +125,13 @@ def test_a_line_logged_before_a_leaf_existed_names_it_and_still_gets_its_size(ru
     assert older[1] == today[1] + (' (logged by another version of ternary94.py, before --filter-lr, --dirac: '
                                    "TFLOPs and size are of today's)")
     assert older[2:4] == today[2:4]  # TFLOPs and sizes of today's same net
+    # a log whose rows differ: the leaves any row lacks, and a leaf today's script no longer has
+    newer = logged_rows(rung, argv, [0.94], 'older')[0]
+    newer['hyp']['opt']['gone_leaf'] = 1.0
+    write_log(tmp_path, 'older', [newer, dict(row, seed=1, script_sha256='0' * 64)])
+    search.update_search_log(tmp_path, ROOT)
+    assert table_lines(tmp_path)[0][1].endswith(", before --filter-lr, --dirac, with --gone-leaf: TFLOPs and size "
+                                                "are of today's)")
 
 
 def write_divergences(results, variant, rows):

@@ -41,10 +41,11 @@ def load_rung(script):
 
 def make_optimizers(rung, model, opt):
     """The rung's optimizers as a list: main9_muon's make_optimizer also takes the steps of an epoch and returns
-    SGD and Muon together."""
+    SGD and Muon together; ternary94's returns a list too (FilterNormSGD beside SGD with --filter-lr)."""
     if 'epoch_steps' in inspect.signature(rung.make_optimizer).parameters:
         return rung.make_optimizer(model, 1000, 50, opt)[0]
-    return [rung.make_optimizer(model, 1000, opt)[0]]
+    optimizers = rung.make_optimizer(model, 1000, opt)[0]
+    return optimizers if isinstance(optimizers, list) else [optimizers]
 
 
 def make_step(rung, dtype, batch_size, device):
