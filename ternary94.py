@@ -4,10 +4,11 @@ straight-through gradients) and is ternary at inference (ternary.export_packed).
 precision, as in casted_airbench.py below and in BitNet's own nets: the whitening conv, computed from the data
 and never trained (288 weights; --no-ternary-keep-first quantizes it too), and the classifier (3,840 weights, no
 share of the FLOPs worth naming; --no-ternary-keep-last quantizes it too).
-Status: the widths and epochs below are a starting point, not a measured result. The nearest public numbers
-(KellerJordan/research-airbench casted_airbench.py, Aug 2024: weights cast to {-1, 0, 1} times a fixed scale,
-10 epochs) are 93.6% at 1.5x width and 94.2% at 2.25x (n = 10 each); 15 epochs is our guess at what 1.5x lacks.
-The search and its measured rows: results/ternary94/README.md (python -m reports search).
+Status: the defaults below are the search's starting point, not its result. Measured so far (CPU, bf16, one
+seed each, results/ternary94/): the defaults 91.80%; with --no-dirac 94.03% (1.5x, 15 epochs) and 93.52% at 10
+epochs. The nearest public numbers (KellerJordan/research-airbench casted_airbench.py, Aug 2024: weights cast to
+{-1, 0, 1} times a fixed scale, no dirac init, 10 epochs) are 93.6% at 1.5x width and 94.2% at 2.25x (n = 10
+each). The search, its plan and its table: results/ternary94/README.md (python -m reports search).
 Distillation from the same net in full precision:
     python ternary94.py --no-ternary --save-model teacher.pt && python ternary94.py --teacher teacher.pt
 Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval.
