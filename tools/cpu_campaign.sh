@@ -47,14 +47,16 @@ scout() {  # COMMIT VARIANT RUNS FLAGS...: a ternary94 scout under its own --var
         --export-packed "$ROOT/.models/ternary94-$variant.tpk"
 }
 # Dirac init off first (results/ternary94/README.md, step 3): a 2-epoch smoke run showed it holding the ternary net
-# back. Seed 0 of each, then seed 1 of each (--resume does the seeds a log lacks), so each gets a first number early.
-# --filter-lr: FilterNormSGD for the 3x3 convs (b0d067f), A/B against nodirac-e10.
-scout 8bba9c8 nodirac 1 --no-dirac                                     # 1.5x widths, 15 epochs (~1,137 TFLOPs)
-scout 8bba9c8 nodirac-e10 1 --no-dirac --epochs 10                     # 1.5x widths, 10 epochs (~760 TFLOPs)
-scout b0d067f nodirac-e10-renorm 1 --no-dirac --epochs 10 --filter-lr 0.07
-scout 8bba9c8 nodirac 2 --no-dirac
-scout 8bba9c8 nodirac-e10 2 --no-dirac --epochs 10
+# back. Seed 0 of a config before seed 1 (--resume does the seeds a log lacks), so each gets a first number early.
+# --filter-lr: FilterNormSGD for the 3x3 convs (since b0d067f). Seed 0 of each, 2026-12-04: nodirac 94.03%,
+# nodirac-e10 93.52%, nodirac-e10-renorm 93.66%.
+scout 8bba9c8 nodirac 2 --no-dirac                                     # 1.5x widths, 15 epochs (~1,137 TFLOPs)
+scout b7a88da nodirac-renorm 1 --no-dirac --filter-lr 0.07
+scout 8bba9c8 nodirac-e10 2 --no-dirac --epochs 10                     # 1.5x widths, 10 epochs (~770 TFLOPs)
 scout b0d067f nodirac-e10-renorm 2 --no-dirac --epochs 10 --filter-lr 0.07
+scout b7a88da nodirac-renorm 2 --no-dirac --filter-lr 0.07
+# casted_airbench's weight decay (its 2.25x ternary net: 94.20% at 0.012 against 94.03% at 0.015, n = 10 each)
+scout b7a88da nodirac-wd012 2 --no-dirac --weight-decay 0.012
 # The defaults' second seed, from the code their first came from (a log holds one config and one script)
 stage "$ROOT/../campaign-57d58cf" 57d58cf ternary94.py --runs 2 \
     --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # the defaults: 1.5x widths, 15 epochs, dirac on
