@@ -76,13 +76,17 @@ def config_flags(row, default_hyp, default_args):
     return flags
 
 
+def script_version(script_sha256):  # how a FLOP count's key names the script's version
+    return f'{SCRIPT}@{script_sha256[:12]}'
+
+
 def count_config(root, script_sha256, flags, counts, count_missing=True):
     """TFLOPs per run of the config's hyp leaves (reports/flops.py), from `counts` (the folder's flops.json: a
     count takes a minute on a small CPU, and is the same on every machine) or counted into it; nan for a missing
     count when count_missing is False (a --check, which only needs to know the table is stale)."""
     hyp_flags = [format_flag(name, value) for name, value in flags
                  if name not in TEACHER_ONLY and not name.startswith('ternary')]
-    key = ' '.join([f'{SCRIPT}@{script_sha256[:12]}', *hyp_flags])
+    key = ' '.join([script_version(script_sha256), *hyp_flags])
     if key not in counts and not count_missing:
         return math.nan
     if key not in counts:
@@ -116,9 +120,9 @@ def leaf_changes(rows, default_hyp):
     def names(paths):
         return ', '.join('--' + leaf_path[-1].replace('_', '-') for leaf_path in paths)
     today = [leaf_path for leaf_path, _ in flag_leaves(default_hyp)]
-    logged = {leaf_path for row in rows for leaf_path, _ in flag_leaves(row['hyp'])}
-    added = [leaf_path for leaf_path in today if any(leaf_path not in dict(flag_leaves(row['hyp'])) for row in rows)]
-    removed = sorted(logged - set(today))
+    logged = [{leaf_path for leaf_path, _ in flag_leaves(row['hyp'])} for row in rows]
+    added = [leaf_path for leaf_path in today if any(leaf_path not in leaves for leaves in logged)]
+    removed = sorted(set().union(*logged) - set(today))
     return (f', before {names(added)}' if added else '') + (f', with {names(removed)}' if removed else '')
 
 
@@ -186,7 +190,7 @@ def update_search_log(results, root=ROOT, check=False):
     counts = read_counts(readme.parent)
     known = set(counts)
     new = replace_block(text, search_block(results, root, counts, not check), readme, BEGIN, END)
-    today = f'{SCRIPT}@{file_sha256(Path(root) / SCRIPT)[:12]}'  # counts are keyed by the script's version
+    today = script_version(file_sha256(Path(root) / SCRIPT))
     counts = {key: count for key, count in counts.items() if key.split(' ')[0] == today}  # older ones never reused
     if set(counts) != known and not check:
         write_counts(readme.parent, counts, merge=False)
