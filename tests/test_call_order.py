@@ -26,7 +26,8 @@ TINY_NET = {'train_resnet18': ['--width', '8']}
 # (rung k+1, the flags that switch off its feature where no hyp leaf of rung k does, rung k). A hyp leaf both rungs
 # have takes rung k's value (tta_level 1 undoes main6's TTA, flip 'random' main7's mirror, the lr schedule and
 # BN momentum main5's retune). main8's compiler is off in every tiny run, and ternary94's ternary toggle and
-# widths are the tiny run's own flags. main0 -> main1 -> main2 change the net itself: no flag undoes them.
+# widths are the tiny run's own flags; --dirac gives it main8's init back. main0 -> main1 -> main2 change the net
+# itself: no flag undoes them.
 FEATURE_OFF = [
     ('main3_scalebias', ['--bias-scaler', '1'], 'main2_dirac'),
     ('main4_freeze', ['--whiten-bias-epochs', '99'], 'main3_scalebias'),
@@ -34,7 +35,7 @@ FEATURE_OFF = [
     ('main6_tta', [], 'main5_lookahead'),
     ('main7_mirror', [], 'main6_tta'),
     ('main8_compile', [], 'main7_mirror'),
-    ('ternary94', ['--no-ternary'], 'main8_compile'),
+    ('ternary94', ['--no-ternary', '--dirac'], 'main8_compile'),
 ]
 
 

@@ -1,5 +1,7 @@
 """Every rung runs end to end on the CPU (tiny subset, one epoch), logs its run, and rejects bad input
 with one line; the ladder's adjacent diffs stay one feature wide."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -214,6 +216,26 @@ def test_ladder_diffs_are_one_feature_each():
 def test_readme_table_matches_the_results_log():
     from reports.table import update_readme
     assert update_readme(ROOT / 'results', ROOT / 'README.md', check=True) is False
+
+
+def test_every_hyp_leaf_a_committed_row_lacks_says_what_that_row_did():
+    """reports.logs.LEAVES_BEFORE: a leaf added after rows were logged has no value in them, and today's default
+    may not be what they did (ternary94's dirac changed its default), so each such leaf declares theirs."""
+    from common.flags import flag_leaves
+    from reports.logs import LEAVES_BEFORE
+    from reports.sidebyside import import_script
+    undeclared = set()
+    for path in sorted((ROOT / 'results').glob('*/*.jsonl')):
+        script = ROOT / (path.parent.name + '.py')
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not script.is_file() or not rows or 'hyp' not in rows[0]:
+            continue  # bench rows and side-by-side pairs are no script's own runs
+        with contextlib.redirect_stdout(io.StringIO()):
+            today = {leaf for leaf, _ in flag_leaves(import_script(script, 'leaves_' + script.stem).hyp)}
+        for row in rows:
+            lacking = today - {leaf for leaf, _ in flag_leaves(row['hyp'])} - {('net', 'dtype')}
+            undeclared |= {(script.name, leaf) for leaf in lacking if leaf not in LEAVES_BEFORE.get(script.name, {})}
+    assert not undeclared, f'declare what these rows did in reports/logs.py LEAVES_BEFORE: {sorted(undeclared)}'
 
 
 def test_a_run_shorter_than_one_lookahead_period_keeps_what_it_learned(synthetic_cache, tmp_path):

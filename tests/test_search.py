@@ -122,8 +122,9 @@ def test_a_line_logged_before_a_leaf_existed_names_it_and_still_gets_its_size(ru
     write_log(tmp_path, 'today', logged_rows(rung, argv, [0.93], 'today'))
     search.update_search_log(tmp_path, ROOT)
     older, today = table_lines(tmp_path)
-    assert older[1] == today[1] + (' (logged by another version of ternary94.py, before --filter-lr, --dirac: '
-                                   "TFLOPs and size are of today's)")
+    # dirac init was on before its leaf existed (reports.logs.LEAVES_BEFORE), and is off by default today
+    assert older[1] == today[1] + (' `--dirac=true` (logged by another version of ternary94.py, before --filter-lr, '
+                                   "--dirac: TFLOPs and size are of today's)")
     assert older[2:4] == today[2:4]  # TFLOPs and sizes of today's same net
     # a log whose rows differ: the leaves any row lacks, and a leaf today's script no longer has
     newer = logged_rows(rung, argv, [0.94], 'older')[0]
@@ -132,6 +133,17 @@ def test_a_line_logged_before_a_leaf_existed_names_it_and_still_gets_its_size(ru
     search.update_search_log(tmp_path, ROOT)
     assert table_lines(tmp_path)[0][1].endswith(", before --filter-lr, --dirac, with --gone-leaf: TFLOPs and size "
                                                 "are of today's)")
+
+
+def test_a_leaf_a_row_lacks_reads_as_what_that_row_ran_not_as_todays_default(rung, monkeypatch):
+    from reports import logs  # the README's CPU table counts a row as the defaults' only if every leaf matches
+    defaults = logs.hyp_defaults(ROOT / 'ternary94.py')
+    [row] = logged_rows(rung, [], [0.94], 'ternary')
+    assert logs.is_full_length(row, defaults, 'ternary94.py')
+    del row['hyp']['net']['dirac']  # logged before the leaf existed, when every run had dirac init
+    assert not logs.is_full_length(row, defaults, 'ternary94.py')
+    monkeypatch.setitem(logs.LEAVES_BEFORE, 'ternary94.py', {('net', 'dirac'): False})  # had they run without it
+    assert logs.is_full_length(row, defaults, 'ternary94.py')
 
 
 def write_divergences(results, variant, rows):
