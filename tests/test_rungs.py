@@ -239,8 +239,8 @@ def test_every_hyp_leaf_a_committed_row_lacks_says_what_that_row_did():
 
 
 def test_a_run_shorter_than_one_lookahead_period_keeps_what_it_learned(synthetic_cache, tmp_path):
-    # 4 steps (300 images, batch 64, last partial batch dropped) and lookahead every 5: ending on the slow weights would restore the
-    # initial weights, the same whatever the learning rate
+    # 4 steps (300 images, batch 64, last partial batch dropped) and lookahead every 5: ending on the slow weights
+    # would restore the initial weights, the same whatever the learning rate
     import torch
     states = []
     for lr in ('0.5', '2.0'):
