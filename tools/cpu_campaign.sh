@@ -57,9 +57,12 @@ scout b7a88da nodirac-renorm 1 --no-dirac --filter-lr 0.07
 scout 8bba9c8 nodirac 10 --no-dirac
 scout 8bba9c8 nodirac-e10 2 --no-dirac --epochs 10                     # 1.5x widths, 10 epochs (~770 TFLOPs)
 scout b0d067f nodirac-e10-renorm 2 --no-dirac --epochs 10 --filter-lr 0.07
+# Cheaper than the defaults (2026-12-05: dirac init off by default since 6bf019d): 12 epochs (~910 TFLOPs) with
+# FilterNormSGD, the lever that looked worth ~0.1 point at 10 epochs
+scout d4940f7 e12-renorm 2 --epochs 12 --filter-lr 0.07
 scout b7a88da nodirac-renorm 2 --no-dirac --filter-lr 0.07
 # casted_airbench's weight decay (its 2.25x ternary net: 94.20% at 0.012 against 94.03% at 0.015, n = 10 each)
 scout b7a88da nodirac-wd012 2 --no-dirac --weight-decay 0.012
-# The defaults' second seed, from the code their first came from (a log holds one config and one script)
+# The old defaults' second seed (dirac init on), from the code their first came from
 stage "$ROOT/../campaign-57d58cf" 57d58cf ternary94.py --runs 2 \
-    --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # the defaults: 1.5x widths, 15 epochs, dirac on
+    --export-packed "$ROOT/.models/ternary94-defaults.tpk"            # 1.5x widths, 15 epochs, dirac on
