@@ -5,12 +5,12 @@ straight-through gradients) and is ternary at inference (ternary.export_packed).
 precision, as in casted_airbench.py below and in BitNet's own nets: the whitening conv, computed from the data
 and never trained (288 weights; --no-ternary-keep-first quantizes it too), and the classifier (3,840 weights, no
 share of the FLOPs worth naming; --no-ternary-keep-last quantizes it too).
-Status: the defaults below are the search's best config so far, not yet its result: 94.03% and 94.39% (CPU, bf16,
-n = 2, mean 94.21%, results/ternary94/nodirac__cpu-bf16.jsonl), being confirmed at n >= 10. With main8's dirac
-init (--dirac) the same net reached 91.80% (n = 1); without it, at 10 epochs, 93.52% (n = 1). The nearest public
-numbers (KellerJordan/research-airbench casted_airbench.py, Aug 2024: weights cast to {-1, 0, 1} times a fixed
-scale, no dirac init, 10 epochs) are 93.6% at 1.5x width and 94.2% at 2.25x (n = 10 each). The search, its plan
-and its table: results/ternary94/README.md (python -m reports search).
+Status: the defaults below are the search's best config so far, not yet its result: on 2026-12-05, 94.03%, 94.39%
+and 94.13% (CPU, bf16, n = 3, mean 94.18%, results/ternary94/nodirac__cpu-bf16.jsonl), being confirmed at n >= 10
+(`python -m reports search` gives its n today). With main8's dirac init (--dirac) the same net reached 91.80%
+(n = 1); without it, at 10 epochs, 93.52% (n = 1). The nearest public numbers (KellerJordan/research-airbench
+casted_airbench.py, Aug 2024: weights cast to {-1, 0, 1} times a fixed scale, no dirac init, 10 epochs) are 93.6%
+at 1.5x width and 94.2% at 2.25x (n = 10 each). The search, its plan and its table: results/ternary94/README.md.
 Distillation from the same net in full precision:
     python ternary94.py --no-ternary --save-model teacher.pt && python ternary94.py --teacher teacher.pt
 Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval.
