@@ -81,7 +81,7 @@ def logged_hyp(script, row):
     return hyp
 
 
-def is_full_length(row, defaults, script=None):
+def is_full_length(row, defaults, script):
     """A run on all the data (no --subset) with the script's default hyp, dtype aside: CPU evidence, not a smoke
     test nor a variant (a leaf whose default is no literal is not compared; one the row lacks is read as
     LEAVES_BEFORE declares it, else as today's default)."""

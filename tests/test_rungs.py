@@ -224,12 +224,13 @@ def test_every_hyp_leaf_a_committed_row_lacks_says_what_that_row_did():
     from common.flags import flag_leaves
     from reports.logs import LEAVES_BEFORE
     from reports.sidebyside import import_script
+    from stats.log import read_rows
     undeclared = set()
     for path in sorted((ROOT / 'results').glob('*/*.jsonl')):
         script = ROOT / (path.parent.name + '.py')
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if not script.is_file() or not rows or 'hyp' not in rows[0]:
-            continue  # bench rows and side-by-side pairs are no script's own runs
+        if not script.is_file():
+            continue  # results/bench/ and results/sidebyside/ hold no script's own runs
+        rows = read_rows(path)
         with contextlib.redirect_stdout(io.StringIO()):
             today = {leaf for leaf, _ in flag_leaves(import_script(script, 'leaves_' + script.stem).hyp)}
         for row in rows:
