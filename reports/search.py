@@ -11,9 +11,8 @@ for the config's net (2 bits a ternary weight, one fp32 scale per layer or per c
 Counts and sizes are of today's script: a line whose rows another version of it logged says so. The statistics are
 those of `reports summary`, over the full-length rows (no --subset). Diverged: the seeds whose runs diverged (NaN
 or infinite loss or outputs), from the records beside the log (stats/diverged.py); no statistic counts them, and a
-config whose every run diverged has a line of its own, n = 0. A test passed at n < 10 says so: issue 23 asks for
-n >= 10, set before the runs, as a p-value checked after every seed would pass by chance more often than its level.
-Everything between the markers is rewritten; the rest of the file is kept.
+config whose every run diverged has a line of its own, n = 0. A test passed at n < 10 says so (format_verdict
+in reports/table.py). Everything between the markers is rewritten; the rest of the file is kept.
 """
 import argparse
 import contextlib
@@ -36,7 +35,6 @@ from stats.summary import describe
 SCRIPT = 'ternary94.py'
 BEGIN, END = '<!-- reports:search:begin -->', '<!-- reports:search:end -->'
 HIDDEN_RUN_FLAGS = ('subset',)  # logged, but no part of a config: a smoke run's --subset is filtered out instead
-CONFIRM_N = 10  # issue 23: a config's mean >= 94% is shown by the one-sided t-test at n >= 10
 TEACHER_ONLY = ('teacher', 'kd_alpha', 'kd_temperature')  # no FLOPs of their own in the count
 HEADER = ['variant', 'config (flags beyond the defaults)', 'TFLOPs per run', 'packed KB (fp32 KB)', 'device-dtype',
           'n', 'diverged', 'TTA accuracy: mean', 'std', '>= 94% shown?', 'dates']
@@ -150,15 +148,9 @@ def search_line(rung, root, path, rows, records, defaults, counts, count_missing
     cells = [variant, config + ''.join(f' ({note})' for note in notes), f'{tflops:.1f}' + ' + teacher' * teacher,
              f'{packed / 1000:.1f} ({fp32_bytes / 1000:.1f})', hardware, str(len(rows)), format_diverged(records),
              f'{100 * s.mean:.2f}%' if s else '-', 'n/a' if len(rows) < 2 else f'{100 * s.std:.2f}',
-             format_search_verdict(s) if s else 'n < 2',
+             format_verdict(s) if s else 'n < 2',
              dates[0] if dates[0] == dates[-1] else f'{dates[0]} to {dates[-1]}']
     return (teacher, tflops, variant), cells
-
-
-def format_search_verdict(s):
-    """The t-test's verdict (reports.table.format_verdict), which says where it passed at fewer runs than asked for."""
-    verdict = format_verdict(s)
-    return f'{verdict}, but n < {CONFIRM_N}' if verdict.startswith('yes') and s.n < CONFIRM_N else verdict
 
 
 def full_length(rows):

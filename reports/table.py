@@ -29,7 +29,7 @@ from reports.ladder import LADDER, STANDALONE, find_rung
 from reports.logs import ROOT, SIDEBYSIDE, check_results_folder, collect, collect_cpu, hyp_defaults, script_order
 from reports.sidebyside import summarize_pairs
 from stats.log import read_rows
-from stats.summary import describe, format_p
+from stats.summary import CONFIRM_N, describe, format_p
 
 BEGIN, END = '<!-- reports:table:begin -->', '<!-- reports:table:end -->'
 EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m reports table`.'
@@ -39,7 +39,7 @@ HEADER = ['script', 'feature', 'epochs', 'median time (s)', 'TTA accuracy: mean 
 CAPTION = ('n: runs (seeds). Accuracy: test accuracy with TTA. Time: median seconds of whitening init, training '
            'and TTA eval (CUDA events). gap: ternary minus full precision of the same script (ternary94.py: of '
            'main8_compile.py). >= 94% shown: one-sided t-test of '
-           'mean > 94%, yes when p < 0.05 (`stats/summary.py`).')
+           'mean > 94%, yes when p < 0.05 (`stats/summary.py`); "but n < 10" where fewer runs than a claim takes.')
 
 SIDEBYSIDE_HEADING = ('**Side by side with the published airbench** (`python -m reports sidebyside`: one process, '
                       'runs alternating ours, reference; each side timed by its own CUDA events)')
@@ -51,7 +51,8 @@ CPU_HEADER = ['script', 'variant', 'dtype', 'CPU model', 'n', 'TTA accuracy: mea
               '>= 94% shown?', 'median CPU minutes per run']
 CPU_CAPTION = ('Full-length CPU runs only (all 50,000 training images, the script\'s default epochs); smoke runs '
                'are left out. dtype: the precision it trained in (`common/precision.py`). Times are CPU minutes of '
-               'the same phases as on a GPU, not comparable with GPU seconds.')
+               'the same phases as on a GPU (with `--no-warmup`, a compiled script\'s first run in each process adds '
+               'its compilation), not comparable with GPU seconds.')
 
 LADDER_BEGIN, LADDER_END = '<!-- reports:ladder:begin -->', '<!-- reports:ladder:end -->'
 LADDER_HEADER = ['script', 'adds', 'epochs', 'TFLOPs per run', 'with per-epoch evals', 'published (airbench)']
@@ -135,11 +136,14 @@ def format_accuracy(s):
 
 
 def format_verdict(s):
+    """The one-sided t-test's verdict; one passed at n < CONFIRM_N says so (stats/summary.py)."""
     if s.n < 2:
         return 'n < 2'
     if s.std == 0:  # the t-test is degenerate (stats.summary.verdict)
         return f'untested: all {s.n} runs equal'
-    return ('yes' if s.p < 0.05 else 'no') + f', {format_p(s.p)}'
+    if s.p >= 0.05:
+        return f'no, {format_p(s.p)}'
+    return f'yes, {format_p(s.p)}' + f', but n < {CONFIRM_N}' * (s.n < CONFIRM_N)
 
 
 def format_epochs(rows):

@@ -22,6 +22,9 @@ from scipy.stats import t as student_t
 
 TARGET = 0.94  # the speedrun's accuracy goal, as a fraction
 ALPHA = 0.05   # one-sided significance level of the verdict
+# The runs a claim of mean >= TARGET takes, fixed before the runs: a p-value read after each seed, stopping at the
+# first below ALPHA, passes by chance more often than ALPHA. A verdict passed at fewer says so.
+CONFIRM_N = 10
 AT_TARGET_SLACK = 1e-6  # a float32 9400/10000 is 0.93999999..; accuracies step by 1e-4, so this counts it
 
 
@@ -133,7 +136,8 @@ def verdict(s, target=TARGET, alpha=ALPHA):
     if s.std == 0:  # t is infinite (or 0/0): its p says nothing about the runs' spread, which is unmeasured
         return f'not tested: the t-test is degenerate (all {s.n} runs equal, {format_percent(s.mean)}; std 0)'
     if s.p < alpha:
-        return f'mean {format_percent(s.mean)} >= {goal} shown (one-sided t-test {format_p(s.p)}, n={s.n})'
+        return (f'mean {format_percent(s.mean)} >= {goal} shown (one-sided t-test {format_p(s.p)}, n={s.n})'
+                + f', but n < {CONFIRM_N}: a claim takes n >= {CONFIRM_N} runs, fixed before them' * (s.n < CONFIRM_N))
     more = ('more runs cannot show it at this mean' if s.runs_needed is None
             else f'about {s.runs_needed} runs at this mean and std would')
     return f'mean >= {goal} not shown: mean {format_percent(s.mean)} ({format_p(s.p)}, n={s.n}); {more}'

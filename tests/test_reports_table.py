@@ -1,13 +1,15 @@
 """The README table, the figure and the `python -m reports` command line, on small fixture logs."""
 import importlib.util
 import json
+import re
 import warnings
 
 import pytest
 
 from common.errors import UserError
 from reports.__main__ import main as reports_main
-from reports.table import BEGIN, EMPTY, END, LADDER_BEGIN, LADDER_END, make_block, update_readme
+from reports.table import BEGIN, EMPTY, END, LADDER_BEGIN, LADDER_END, format_verdict, make_block, update_readme
+from stats.summary import describe
 
 README = f'# Project\n\nintro\n\n{BEGIN}\n{EMPTY}\n{END}\n\nafter the table\n'
 
@@ -119,6 +121,15 @@ def test_cpu_logs_join_the_device_tables_only_on_request(results):
     assert make_block(empty) == EMPTY
     with pytest.raises(UserError, match='not a folder'):
         make_block(results.parent / 'missing')
+
+
+def test_a_test_passed_at_fewer_runs_than_a_claim_takes_says_so():
+    def verdict(accuracies):
+        return format_verdict(describe([dict(tta_val_acc=acc, time_seconds=1.0) for acc in accuracies]))
+    passing = [0.9420, 0.9425, 0.9430, 0.9418]
+    assert re.fullmatch(r'yes, p[=<][0-9.e-]+, but n < 10', verdict(passing))
+    assert re.fullmatch(r'yes, p[=<][0-9.e-]+', verdict(passing * 3))  # n = 12
+    assert re.fullmatch(r'no, p=[0-9.]+', verdict([0.9390, 0.9410]))
 
 
 def test_readme_block_is_replaced_and_check_detects_staleness(results, tmp_path, capsys):

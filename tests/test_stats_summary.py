@@ -53,6 +53,8 @@ def test_runs_needed_is_the_first_n_with_p_below_five_percent():
 def test_verdict_shown_never_and_too_few_runs():
     shown = describe(rows([0.95, 0.951, 0.949, 0.952]))
     assert shown.p < 0.05 and verdict(shown).startswith('mean 95.05% >= 94% shown') and 'n=4' in verdict(shown)
+    assert verdict(shown).endswith('but n < 10: a claim takes n >= 10 runs, fixed before them')  # stopping early
+    assert verdict(describe(rows([0.95, 0.951, 0.949, 0.952] * 3))).endswith('n=12)')
     below = describe(rows([0.93, 0.935]))
     assert below.runs_needed is None and 'cannot show it' in verdict(below)
     single = describe(rows([0.95]))
