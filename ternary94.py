@@ -5,12 +5,14 @@ straight-through gradients) and is ternary at inference (ternary.export_packed).
 precision, as in casted_airbench.py below and in BitNet's own nets: the whitening conv, computed from the data
 and never trained (288 weights; --no-ternary-keep-first quantizes it too), and the classifier (3,840 weights, no
 share of the FLOPs worth naming; --no-ternary-keep-last quantizes it too).
-Status: the defaults below are the search's best config so far, not yet its result: on 2026-12-05, 94.03%, 94.39%
-and 94.13% (CPU, bf16, n = 3, mean 94.18%, results/ternary94/nodirac__cpu-bf16.jsonl), being confirmed at n >= 10
-(`python -m reports search` gives its n today). With main8's dirac init (--dirac) the same net reached 91.80%
-(n = 1); without it, at 10 epochs, 93.52% (n = 1). The nearest public numbers (KellerJordan/research-airbench
-casted_airbench.py, Aug 2024: weights cast to {-1, 0, 1} times a fixed scale, no dirac init, 10 epochs) are 93.6%
-at 1.5x width and 94.2% at 2.25x (n = 10 each). The search, its plan and its table: results/ternary94/README.md.
+Status: the defaults below are the search's best config so far, not yet its result: being confirmed at n = 10 on
+the CPU in bf16 (results/ternary94/nodirac__cpu-bf16.jsonl; on 2026-12-05, n = 4: mean 94.22%, std 0.17;
+`python -m reports search` gives today's n). With main8's dirac init (--dirac) the same net reached 91.80% (n = 1,
+seed 0, against 94.03% for that seed without it); without it, at 10 epochs, 93.52% (n = 1). The nearest public
+numbers (KellerJordan/research-airbench casted_airbench.py, Aug 2024: weights rounded to {-1, 0, 1} times a fixed
+scale, read from its code as possibly five levels in some layers; no dirac init, 10 epochs) are 93.6% at 1.5x width
+and 94.2% at 2.25x (n = 10 each; the latter at weight decay 0.012). The search, its plan, caveats and table:
+results/ternary94/README.md.
 Distillation from the same net in full precision:
     python ternary94.py --no-ternary --save-model teacher.pt && python ternary94.py --teacher teacher.pt
 Timed (CUDA events): whitening init, training steps with their augmentation, final TTA eval.
@@ -104,7 +106,7 @@ class Conv(nn.Conv2d):
     # [dirac] Identity-like init lets signal pass through the untrained net at full strength; the other
     # filters keep PyTorch's default init (airbench).
     # [ternary94] Off by default: in a ternary net it starts most latent weights at exactly 0, so the absmean scale
-    # starts near 0 too, and the net ended 2.4 points lower (results/ternary94/README.md, step 3).
+    # starts near 0 too, and the net ended 2.2 points lower (seed 0 of each; results/ternary94/README.md, step 3).
     def reset_parameters(self):
         super().reset_parameters()
         if self.dirac:
