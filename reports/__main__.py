@@ -1,6 +1,7 @@
 """python -m reports COMMAND: summaries, comparisons and merges of results logs, the README tables, the figure,
 the ladder's diff report, the FLOP counts, ternary94.py's search log and the side-by-side. `python -m reports
 COMMAND --help` for each command's flags."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -29,9 +30,27 @@ def read_log(path):
     return rows
 
 
+def parse_seed_range(text):
+    """'2-9' -> range(2, 10); '3' -> range(3, 4)."""
+    first, dash, last = text.partition('-')
+    try:
+        seeds = range(int(first), int(last if dash else first) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST (seeds, e.g. 2-9) or one seed, got '{text}'") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected FIRST <= LAST, got '{text}'")
+    return seeds
+
+
 def summary_command(opts):
     for path in opts.logs:
         rows = read_log(path)
+        if opts.seeds is not None:  # e.g. the runs that did not choose a config, apart from those that did
+            rows = [row for row in rows if row.get('seed') in opts.seeds]
+            if not rows:
+                raise UserError(f'{path} holds no runs of seeds {opts.seeds[0]} to {opts.seeds[-1]}: pass a range '
+                                'that its seeds fall in')
+            path = f'{path} (seeds {opts.seeds[0]} to {opts.seeds[-1]})'
         s = describe(rows)
         print(f'{path}: {format_summary(s)}\n  verdict: {verdict(s)}')
         if all('time_ratio' in row for row in rows):  # a side-by-side log
@@ -114,6 +133,8 @@ def build_parser():
     commands = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
     command = commands.add_parser('summary', help='n, mean, CI, test against 94%%, time of each log')
     command.add_argument('logs', nargs='+', metavar='LOG')
+    command.add_argument('--seeds', type=parse_seed_range, metavar='FIRST-LAST',
+                         help='only the runs of these seeds, e.g. 2-9 (default: all)')
     command = commands.add_parser('compare', help="B against A: difference of means, Welch's p, time ratio")
     command.add_argument('log_a', metavar='LOG_A')
     command.add_argument('log_b', metavar='LOG_B')

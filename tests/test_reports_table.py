@@ -182,6 +182,8 @@ def test_summary_and_compare_commands(results, capsys):
     assert reports_main(['summary', str(full)]) == 0
     out = capsys.readouterr().out
     assert 'n=3, mean 95.00%' in out and 'verdict: mean >= 94% not shown' in out
+    assert reports_main(['summary', str(full), '--seeds', '1-2']) == 0  # the seeds' accuracies: 0.95, 0.96
+    assert f'{full} (seeds 1 to 2): n=2, mean 95.50%' in capsys.readouterr().out
     assert reports_main(['compare', str(full), str(ternary)]) == 0
     out = capsys.readouterr().out
     assert 'B - A: -2.50 points' in out and 'note: A ran on' not in out
@@ -194,6 +196,8 @@ def test_summary_and_compare_commands(results, capsys):
     (['table', '--bogus'], 'unrecognized arguments: --bogus'),
     (['summary', 'no/such.jsonl'], 'no/such.jsonl does not exist: pass a log under results/'),
     (['merge', 'results/x/full__h100.jsonl'], 'is not a shard log'),
+    (['summary', 'x.jsonl', '--seeds', '2..9'], "argument --seeds: expected FIRST-LAST (seeds, e.g. 2-9) or one seed"),
+    (['summary', 'x.jsonl', '--seeds', '9-2'], "argument --seeds: expected FIRST <= LAST, got '9-2'"),
 ])
 def test_bad_command_lines_are_one_line_errors(argv, message, capsys):
     assert reports_main(argv) != 0
@@ -232,6 +236,13 @@ def test_a_results_folder_without_logs_is_refused_and_the_readme_kept(results, t
     for path in results.glob('*/*.jsonl'):
         path.unlink()
     assert reports_main(['table', '--results', str(results), '--readme', str(readme)]) == 0
+
+
+def test_a_seed_range_a_log_lacks_is_refused(results, capsys):
+    full = results / 'main0_network' / 'full__test-gpu.jsonl'
+    assert reports_main(['summary', str(full), '--seeds', '5-9']) != 0
+    assert capsys.readouterr().err == (f'error: {full} holds no runs of seeds 5 to 9: pass a range that its seeds '
+                                       'fall in\n')
 
 
 def test_a_log_compared_with_itself_is_said_to_be(results, capsys):
