@@ -29,7 +29,7 @@ from reports.ladder import LADDER, STANDALONE, find_rung
 from reports.logs import ROOT, SIDEBYSIDE, check_results_folder, collect, collect_cpu, hyp_defaults, script_order
 from reports.sidebyside import summarize_pairs
 from stats.log import read_rows
-from stats.summary import CONFIRM_N, describe, format_p
+from stats.summary import ALPHA, CONFIRM_N, describe, format_p
 
 BEGIN, END = '<!-- reports:table:begin -->', '<!-- reports:table:end -->'
 EMPTY = 'Nothing measured yet: run a rung on a GPU, then `python -m reports table`.'
@@ -141,7 +141,7 @@ def format_verdict(s):
         return 'n < 2'
     if s.std == 0:  # the t-test is degenerate (stats.summary.verdict)
         return f'untested: all {s.n} runs equal'
-    if s.p >= 0.05:
+    if s.p >= ALPHA:
         return f'no, {format_p(s.p)}'
     return f'yes, {format_p(s.p)}' + f', but n < {CONFIRM_N}' * (s.n < CONFIRM_N)
 

@@ -2,8 +2,8 @@
 # The CPU accuracy campaign of issues 22, 23 and 24, one job at a time on the CPU, in this order:
 #   1. main7_mirror.py at full length, n = 25 (issue 22)   a run: ~16 min on a 2-core AVX-512 BF16 EPYC, ~8 on AMX
 #   2. main9_muon.py at full length, n = 10 (issue 24)     ~10.5 min on AMX (its step: ~1.5x main7's per image)
-#   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23): a 1.5x, 15-epoch run took 36 to 56 min
-#      (median 40) on AMX Xeons, 2026-12-04/05: ~2.1 s per TFLOP of `python -m reports search`
+#   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23): a 1.5x, 15-epoch run took 31 to 56 min
+#      (median 39, n = 7) on AMX Xeons, 2026-12-04/05: ~2.0 s per TFLOP of `python -m reports search`
 # Restartable: every stage runs with --resume, so after a stop (a session's end kills it; the run in progress is
 # lost, finished rows are in the logs) the same command goes on where the logs end. Each stage runs from a git
 # worktree pinned at one commit, so that every row of a log names the same code; the rows go to this checkout's
