@@ -13,17 +13,10 @@ from common.errors import UserError
 from common.files import read_utf8
 from reports.ladder import SCRIPTS, hyp_leaves, leaf_name
 from stats.bench import BENCH
-from stats.log import is_shard_log, read_rows
+from stats.log import is_shard_log, logged_hyp, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder of the scripts, whose hyp gives their default epochs
 SIDEBYSIDE = 'sidebyside'  # results/sidebyside/: pairs of ours and the reference, a table of their own
-# What the runs a script logged before one of its hyp leaves existed did, as that leaf's value. A leaf is added with
-# the default that keeps the old behaviour, but a default can change later (ternary94's dirac: True when added,
-# False since), and an old row must not then read as the new default. Every leaf a committed row lacks is declared
-# here (tests/test_rungs.py checks it), dtype aside: a log's name says it.
-LEAVES_BEFORE = {
-    'ternary94.py': {('net', 'dirac'): True, ('opt', 'filter_lr'): 0.0},
-}
 
 
 def parse_log_name(path):
@@ -72,20 +65,11 @@ def hyp_defaults(path):
     return defaults
 
 
-def logged_hyp(script, row):
-    """The row's hyp with the leaves its script's version did not have yet filled in as LEAVES_BEFORE declares
-    them (a copy; a leaf declared nowhere stays absent)."""
-    hyp = {group: dict(leaves) if isinstance(leaves, dict) else leaves for group, leaves in row['hyp'].items()}
-    for (group, name), value in LEAVES_BEFORE.get(script, {}).items():
-        hyp.setdefault(group, {}).setdefault(name, value)
-    return hyp
-
-
 def is_full_length(row, defaults, script):
     """A run on all the data (no --subset) with the script's default hyp, dtype aside: CPU evidence, not a smoke
     test nor a variant (a leaf whose default is no literal is not compared; one the row lacks is read as
-    LEAVES_BEFORE declares it, else as today's default)."""
-    hyp = logged_hyp(script, row)
+    stats.log.LEAVES_BEFORE declares it, else as today's default)."""
+    hyp = logged_hyp(script, row['hyp'])
     leaves = {key: value for group in hyp.values() if isinstance(group, dict) for key, value in group.items()}
     same = all(leaves.get(name, value) == value for name, value in defaults.items() if name != 'dtype')
     return not row.get('args', {}).get('subset') and row['epochs'] == defaults.get('epochs') and same

@@ -26,10 +26,10 @@ from common.flags import flag_leaves, parse_flags
 from common.provenance import file_sha256
 from reports.flops import count_script, read_counts, write_counts
 from reports.sidebyside import import_script
-from reports.logs import ROOT, logged_hyp, parse_log_name
+from reports.logs import ROOT, parse_log_name
 from reports.table import format_verdict, replace_block, write_readme
 from stats.diverged import FOLDER as DIVERGED, read_divergences
-from stats.log import is_shard_log, read_rows
+from stats.log import is_shard_log, logged_hyp, read_rows
 from stats.summary import describe
 
 SCRIPT = 'ternary94.py'
@@ -67,10 +67,10 @@ def format_flag(name, value):
 
 def config_flags(row, default_hyp, default_args):
     """The flags that turn the script's defaults into this row's config: hyp leaves first (dtype aside: the
-    log's name says it), then run flags. A leaf the row's script version lacked reads as reports.logs.LEAVES_BEFORE
+    log's name says it), then run flags. A leaf the row's script version lacked reads as stats.log.LEAVES_BEFORE
     declares it (else as today's default)."""
     defaults = dict(flag_leaves(default_hyp))
-    flags = [(path[-1], value) for path, value in flag_leaves(logged_hyp(SCRIPT, row))
+    flags = [(path[-1], value) for path, value in flag_leaves(logged_hyp(SCRIPT, row['hyp']))
              if path[-1] != 'dtype' and value != defaults.get(path, value)]
     flags += [(name, value) for name, value in sorted(row['args'].items())
               if name not in HIDDEN_RUN_FLAGS and name in default_args and value != default_args[name]]
@@ -99,7 +99,7 @@ def count_config(root, script_sha256, flags, counts, count_missing=True):
 def packed_sizes(rung, row, default_hyp, default_args):
     """(packed bytes, fp32 bytes) of the config's net: its hyp's widths, its --ternary flags; a net leaf its
     script's version did not have yet reads as in config_flags."""
-    net = {**default_hyp['net'], **logged_hyp(SCRIPT, row)['net'], 'dtype': 'fp32'}
+    net = {**default_hyp['net'], **logged_hyp(SCRIPT, row['hyp'])['net'], 'dtype': 'fp32'}
     args = argparse.Namespace(**{name: row['args'].get(name, default_args[name])
                                  for name in default_args if name.startswith('ternary')})
     with contextlib.redirect_stdout(io.StringIO()):  # the conversion prints its layers
@@ -116,7 +116,7 @@ def format_diverged(records):
 
 def leaf_changes(rows, default_hyp):
     """', before --a, --b' for the hyp leaves today's script has and a row lacks (added since: the config column
-    reads them as reports.logs.LEAVES_BEFORE declares), ', with --c' for those a row has and today's lacks (removed
+    reads them as stats.log.LEAVES_BEFORE declares), ', with --c' for those a row has and today's lacks (removed
     since: the config column cannot show them)."""
     def names(paths):
         return ', '.join('--' + leaf_path[-1].replace('_', '-') for leaf_path in paths)

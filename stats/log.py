@@ -148,9 +148,28 @@ def seeds_in(data, path):
     return {row['seed'] for row in parse_rows(path, data)[0]}
 
 
+# What the runs a script logged before one of its hyp leaves existed did, as that leaf's value. A leaf is added with
+# the default that keeps the old behaviour, but a default can change later (ternary94's dirac: True when added,
+# False since), and an old row must not then read as the new default. Every leaf a committed row lacks is declared
+# here (tests/test_rungs.py checks it), dtype aside: a log's name says it. The reports read old rows so too.
+LEAVES_BEFORE = {
+    'ternary94.py': {('net', 'dirac'): True, ('opt', 'filter_lr'): 0.0},
+}
+
+
+def logged_hyp(script, hyp):
+    """A row's hyp with the leaves its script's version did not have yet filled in as LEAVES_BEFORE declares them
+    (a copy; a leaf declared nowhere stays absent)."""
+    hyp = {group: dict(leaves) if isinstance(leaves, dict) else leaves for group, leaves in hyp.items()}
+    for (group, name), value in LEAVES_BEFORE.get(script, {}).items():
+        hyp.setdefault(group, {}).setdefault(name, value)
+    return hyp
+
+
 def config_of(row):
-    """What must match for rows to be pooled: the resolved hyp and the config-relevant flags."""
-    return {'hyp': row['hyp'], 'args': row['args']}
+    """What must match for rows to be pooled: the resolved hyp (a leaf added since the row was logged read as what
+    the row did: a run of today's code with that value continues the log) and the config-relevant flags."""
+    return {'hyp': logged_hyp(row['script'], row['hyp']), 'args': row['args']}
 
 
 def flatten(config):

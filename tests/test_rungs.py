@@ -219,12 +219,11 @@ def test_readme_table_matches_the_results_log():
 
 
 def test_every_hyp_leaf_a_committed_row_lacks_says_what_that_row_did():
-    """reports.logs.LEAVES_BEFORE: a leaf added after rows were logged has no value in them, and today's default
+    """stats.log.LEAVES_BEFORE: a leaf added after rows were logged has no value in them, and today's default
     may not be what they did (ternary94's dirac changed its default), so each such leaf declares theirs."""
     from common.flags import flag_leaves
-    from reports.logs import LEAVES_BEFORE
     from reports.sidebyside import import_script
-    from stats.log import read_rows
+    from stats.log import LEAVES_BEFORE, read_rows
     undeclared = set()
     for path in sorted((ROOT / 'results').glob('*/*.jsonl')):
         script = ROOT / (path.parent.name + '.py')
@@ -236,7 +235,7 @@ def test_every_hyp_leaf_a_committed_row_lacks_says_what_that_row_did():
         for row in rows:
             lacking = today - {leaf for leaf, _ in flag_leaves(row['hyp'])} - {('net', 'dtype')}
             undeclared |= {(script.name, leaf) for leaf in lacking if leaf not in LEAVES_BEFORE.get(script.name, {})}
-    assert not undeclared, f'declare what these rows did in reports/logs.py LEAVES_BEFORE: {sorted(undeclared)}'
+    assert not undeclared, f'declare what these rows did in stats/log.py LEAVES_BEFORE: {sorted(undeclared)}'
 
 
 def test_a_run_shorter_than_one_lookahead_period_keeps_what_it_learned(synthetic_cache, tmp_path):

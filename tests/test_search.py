@@ -122,7 +122,7 @@ def test_a_line_logged_before_a_leaf_existed_names_it_and_still_gets_its_size(ru
     write_log(tmp_path, 'today', logged_rows(rung, argv, [0.93], 'today'))
     search.update_search_log(tmp_path, ROOT)
     older, today = table_lines(tmp_path)
-    # dirac init was on before its leaf existed (reports.logs.LEAVES_BEFORE), and is off by default today
+    # dirac init was on before its leaf existed (stats.log.LEAVES_BEFORE), and is off by default today
     assert older[1] == today[1] + (' `--dirac=true` (logged by another version of ternary94.py, before --filter-lr, '
                                    "--dirac: TFLOPs and size are of today's)")
     assert older[2:4] == today[2:4]  # TFLOPs and sizes of today's same net
@@ -142,7 +142,8 @@ def test_a_leaf_a_row_lacks_reads_as_what_that_row_ran_not_as_todays_default(run
     assert logs.is_full_length(row, defaults, 'ternary94.py')
     del row['hyp']['net']['dirac']  # logged before the leaf existed, when every run had dirac init
     assert not logs.is_full_length(row, defaults, 'ternary94.py')
-    monkeypatch.setitem(logs.LEAVES_BEFORE, 'ternary94.py', {('net', 'dirac'): False})  # had they run without it
+    from stats.log import LEAVES_BEFORE
+    monkeypatch.setitem(LEAVES_BEFORE, 'ternary94.py', {('net', 'dirac'): False})  # had they run without it
     assert logs.is_full_length(row, defaults, 'ternary94.py')
 
 

@@ -240,6 +240,20 @@ def test_a_different_config_is_refused_unless_forced(script, tmp_path):
     assert Trial(script, changed, make_args(tmp_path, variant='lr11')).path.name == 'lr11__cpu-fp32.jsonl'
 
 
+def test_a_leaf_added_since_a_log_began_reads_there_as_declared(script, tmp_path, monkeypatch):
+    """A hyp leaf added after a log's rows were written: the rows read as stats.log.LEAVES_BEFORE declares they ran,
+    so today's code continues the log with that value, and another value is refused naming that leaf."""
+    from stats import log
+    run_trial(script, make_args(tmp_path))
+    grown = {**HYP, 'net': {**HYP['net'], 'grown': 1}}
+    with pytest.raises(UserError, match=r'first difference: net\.grown \(absent\) vs 1\)'):
+        Trial(script, grown, make_args(tmp_path))  # undeclared: what the row ran is unknown
+    monkeypatch.setitem(log.LEAVES_BEFORE, script.name, {('net', 'grown'): 1})
+    assert logged_seeds(run_trial(script, make_args(tmp_path), hyp=grown).path) == [0, 1]
+    with pytest.raises(UserError, match=r'first difference: net\.grown 1 vs 2\)'):
+        Trial(script, {**HYP, 'net': {**HYP['net'], 'grown': 2}}, make_args(tmp_path))
+
+
 def test_variant_defaults_and_bad_names(script, tmp_path):
     def variant(**flags):
         return Trial(script, HYP, make_args(tmp_path, **flags)).variant
