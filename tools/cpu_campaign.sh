@@ -64,6 +64,9 @@ scout b7a88da nodirac-renorm 2 --no-dirac --filter-lr 0.07
 # casted_airbench's weight decay (its 2.25x ternary net: 94.20% at 0.012 against 94.03% at 0.015, n = 10 each)
 scout b7a88da nodirac-wd012 2 --no-dirac --weight-decay 0.012
 scout d4940f7 e12 2 --epochs 12                                        # e12-renorm's control: the same without it
+# The other cheaper net of step 2 (results/ternary94/README.md): 1.25x widths (80, 320, 320) at 15 epochs (~830
+# TFLOPs), added 2026-12-05 when nodirac's n = 2 mean (94.21%) took step 2's first branch
+scout d4940f7 w125 2 --block1 80 --block2 320 --block3 320
 scout 8bba9c8 nodirac-e10 2 --no-dirac --epochs 10                     # 1.5x widths, 10 epochs (~770 TFLOPs)
 scout b0d067f nodirac-e10-renorm 2 --no-dirac --epochs 10 --filter-lr 0.07
 # The old defaults' second seed (dirac init on), from the code their first came from
