@@ -3,7 +3,7 @@
 #   1. main7_mirror.py at full length, n = 25 (issue 22)   a run: ~16 min on a 2-core AVX-512 BF16 EPYC, ~8 on AMX
 #   2. main9_muon.py at full length, n = 10 (issue 24)     ~10.5 min on AMX (its step: ~1.5x main7's per image)
 #   3. ternary94.py scouts at n = 2, each under its own --variant (issue 23): a 1.5x, 15-epoch run took 31 to 56 min
-#      (median 39, n = 7) on AMX Xeons, 2026-12-04/05: ~2.0 s per TFLOP of `python -m reports search`
+#      (median 37, n = 10) on AMX Xeons, 2026-12-04/05: ~2.0 s per TFLOP of `python -m reports search`
 # Restartable: every stage runs with --resume, so after a stop (a session's end kills it; the run in progress is
 # lost, finished rows are in the logs) the same command goes on where the logs end. Each stage runs from a git
 # worktree pinned at one commit, so that every row of a log names the same code; the rows go to this checkout's
